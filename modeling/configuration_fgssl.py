@@ -1,0 +1,120 @@
+"""FGSSL model configuration.
+
+Self-contained (imports transformers only) so that it travels to the Hub as remote code.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+POOLING_MODES = ("mean", "screening")
+# Backbones whose final feature map we know how to read (B x C x H x W maps or patch-token grids).
+SUPPORTED_BACKBONES = ("vit", "convnext", "convnextv2", "resnet", "swin", "dinov2", "dinov2_with_registers")
+
+
+class FGSSLConfig(PreTrainedConfig):
+    r"""
+    Configuration of an FGSSL encoder and of its pre-training heads (see `METHOD.md`).
+
+    Args:
+        backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+            Config of the transformers vision backbone (`ViTConfig`, `ConvNextConfig`, ...). A dict must carry a
+            `model_type`. Defaults to a ConvNeXt-T config.
+        pooling (`str`, defaults to `"mean"`):
+            `"mean"`: global average pooling of the final feature map (the `h` of METHOD.md). `"screening"`: the
+            LCR baseline, a 1x1-conv screening map weights the feature map before pooling.
+        screening_channels (`int`, defaults to 4): channels of the LCR screening convolution.
+        projector_hidden_size (`int`, defaults to 2048): hidden width of the MoCo v2 projection MLP.
+        projector_dim (`int`, defaults to 128): output size `d` of the projector.
+        momentum (`float`, defaults to 0.99): EMA coefficient of the momentum branch, in [0, 1).
+        queue_size (`int`, defaults to 4096): MoCo negative queue length `K`; 0 means in-batch negatives.
+        use_decoder (`bool`, defaults to `True`): build the decoder `D` (off for the `moco`/`lcr` baselines).
+        decoder_base_size (`int`, defaults to 4): side `s0` of the grid the decoder's linear layer produces.
+        decoder_block_out_channels (`list[int]`, defaults to `[128, 64, 32, 32]`): channels of the diffusers
+            up-decoder blocks; every block but the last doubles the resolution, so the decoded image side is
+            `decoder_base_size * 2 ** (len(decoder_block_out_channels) - 1)`.
+        decoder_layers_per_block (`int`, defaults to 1): resnet layers in each up-decoder block.
+        decoder_norm_num_groups (`int`, defaults to 8): GroupNorm groups; must divide every block's channels.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of the heads.
+    """
+
+    model_type = "fgssl"
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="convnext")}
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    pooling: str = "mean"
+    screening_channels: int = 4
+    projector_hidden_size: int = 2048
+    projector_dim: int = 128
+    momentum: float = 0.99
+    queue_size: int = 4096
+    use_decoder: bool = True
+    decoder_base_size: int = 4
+    decoder_block_out_channels: list[int] | tuple[int, ...] = (128, 64, 32, 32)
+    decoder_layers_per_block: int = 1
+    decoder_norm_num_groups: int = 8
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.decoder_block_out_channels = list(self.decoder_block_out_channels)
+        self.validate_fgssl()
+
+    # ---- derived sizes -------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        """Size `C` of the feature vector `h` (channels of the backbone's final feature map)."""
+        bc = self.backbone_config
+        sizes = getattr(bc, "hidden_sizes", None)
+        if sizes:
+            return int(sizes[-1])
+        return int(bc.hidden_size)
+
+    @property
+    def decoder_image_size(self) -> int:
+        """Side `S` of the images the decoder produces."""
+        return self.decoder_base_size * 2 ** (len(self.decoder_block_out_channels) - 1)
+
+    # ---- validation: refuse bad values at construction, naming the field and its allowed range --------------
+    def validate_fgssl(self):
+        bc = self.backbone_config
+        if bc is None or getattr(bc, "model_type", None) not in SUPPORTED_BACKBONES:
+            raise ValueError(
+                f"backbone_config: model_type {getattr(bc, 'model_type', None)!r} is not supported; "
+                f"use one of {SUPPORTED_BACKBONES}."
+            )
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
+        _check_int("screening_channels", self.screening_channels, 1)
+        _check_int("projector_hidden_size", self.projector_hidden_size, 1)
+        _check_int("projector_dim", self.projector_dim, 1)
+        if not isinstance(self.momentum, (int, float)) or not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be a float in [0, 1) (typically 0.99-0.999), got {self.momentum!r}.")
+        _check_int("queue_size", self.queue_size, 0, hint="0 means in-batch negatives")
+        if not isinstance(self.use_decoder, bool):
+            raise ValueError(f"use_decoder must be a bool, got {self.use_decoder!r}.")
+        _check_int("decoder_base_size", self.decoder_base_size, 1)
+        _check_int("decoder_layers_per_block", self.decoder_layers_per_block, 1)
+        _check_int("decoder_norm_num_groups", self.decoder_norm_num_groups, 1)
+        channels = self.decoder_block_out_channels
+        if len(channels) == 0:
+            raise ValueError("decoder_block_out_channels must list at least one block, e.g. [128, 64, 32].")
+        for c in channels:
+            _check_int("decoder_block_out_channels", c, 1)
+            if c % self.decoder_norm_num_groups:
+                raise ValueError(
+                    f"decoder_block_out_channels: {c} is not divisible by decoder_norm_num_groups="
+                    f"{self.decoder_norm_num_groups}; choose channels that are multiples of it."
+                )
+        if not isinstance(self.initializer_range, (int, float)) or self.initializer_range <= 0:
+            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}.")
+
+
+def _check_int(name: str, value, minimum: int, hint: str = ""):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = f" ({hint})" if hint else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}.")
+
+
+__all__ = ["FGSSLConfig"]

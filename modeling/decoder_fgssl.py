@@ -1,0 +1,82 @@
+"""The decoder `D` of METHOD.md: a feature vector `h` (B x C) back to an image (B x 3 x S x S).
+
+A diffusers `ModelMixin` + `ConfigMixin`, assembled from diffusers' `UpDecoderBlock2D`s like the VAE decoder
+(`diffusers/models/autoencoders/vae.py`), so it saves and loads on its own in diffusers format. It is deliberately
+small: it only has to make the perturbed and unperturbed reconstructions differ where `h` was perturbed.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
+from torch import nn
+
+
+class FGSSLDecoder(ModelMixin, ConfigMixin):
+    r"""
+    Decode a feature vector into an image in the encoder's (normalised) input space.
+
+    Args:
+        in_features (`int`): size `C` of the feature vector.
+        out_channels (`int`, defaults to 3): image channels.
+        base_size (`int`, defaults to 4): side `s0` of the grid produced by the first linear layer.
+        block_out_channels (`tuple[int]`): channels of the up-decoder blocks; all but the last upsample x2, so the
+            output side is `base_size * 2 ** (len(block_out_channels) - 1)`.
+        layers_per_block (`int`, defaults to 1): resnet layers per block.
+        norm_num_groups (`int`, defaults to 8): GroupNorm groups.
+        act_fn (`str`, defaults to `"silu"`): activation of the resnets.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_features: int = 768,
+        out_channels: int = 3,
+        base_size: int = 4,
+        block_out_channels: tuple[int, ...] = (128, 64, 32, 32),
+        layers_per_block: int = 1,
+        norm_num_groups: int = 8,
+        act_fn: str = "silu",
+    ):
+        super().__init__()
+        block_out_channels = tuple(block_out_channels)
+        c0 = block_out_channels[0]
+        self.proj_in = nn.Linear(in_features, c0 * base_size * base_size)
+        self.conv_in = nn.Conv2d(c0, c0, kernel_size=3, padding=1)
+        blocks = []
+        prev = c0
+        for i, channels in enumerate(block_out_channels):
+            blocks.append(
+                UpDecoderBlock2D(
+                    in_channels=prev,
+                    out_channels=channels,
+                    num_layers=layers_per_block,
+                    resnet_act_fn=act_fn,
+                    resnet_groups=norm_num_groups,
+                    add_upsample=i < len(block_out_channels) - 1,
+                    temb_channels=None,
+                )
+            )
+            prev = channels
+        self.up_blocks = nn.ModuleList(blocks)
+        self.norm_out = nn.GroupNorm(norm_num_groups, prev, eps=1e-6)
+        self.act = nn.SiLU()
+        self.conv_out = nn.Conv2d(prev, out_channels, kernel_size=3, padding=1)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.base_size * 2 ** (len(self.config.block_out_channels) - 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """`features`: B x C. Returns B x out_channels x S x S (normalised pixel space, no output squashing)."""
+        s0 = self.config.base_size
+        x = self.proj_in(features).view(features.shape[0], -1, s0, s0)
+        x = self.conv_in(x)
+        for block in self.up_blocks:
+            x = block(x)
+        return self.conv_out(self.act(self.norm_out(x)))
+
+
+__all__ = ["FGSSLDecoder"]

@@ -1,0 +1,414 @@
+"""FGSSL models: the encoder `f`, the classifier built on it, and the pre-training model of METHOD.md.
+
+One readable file, config-driven, in the style of transformers' `modeling_vit.py`. Self-contained (torch,
+transformers, diffusers and the two sibling files only), so `save_pretrained` can copy it to the Hub as remote code.
+
+Shapes: B batch, C feature size (`config.hidden_size`), H x W final feature-map grid, d projector size,
+K queue length, S decoded image side.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_fgssl import FGSSLConfig
+from .decoder_fgssl import FGSSLDecoder
+
+# Token backbones: (number of patch-grid strides to apply) is read from their config.
+_TOKEN_BACKBONES = ("vit", "dinov2", "dinov2_with_registers", "swin")
+# Backbones that end with a LayerNorm meant to be applied over channels (transformers applies it after pooling);
+# we apply it per position so that `h` stays exactly the spatial mean of `A` (METHOD.md step 3 relies on it).
+_CHANNEL_NORM_BACKBONES = ("convnext", "convnextv2")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class FGSSLModelOutput(ModelOutput):
+    """
+    Output of [`FGSSLModel`].
+
+    Args:
+        last_hidden_state: the backbone's own last hidden state (B x N x C tokens or B x C x H x W maps).
+        pooler_output: `h`, the feature vector, B x C.
+        feature_map: `A`, the final feature map, B x C x H x W (ViT patch tokens are laid back on their grid).
+        screening_logits: LCR pooling only: the screening map before min-max normalisation, B x H x W.
+        screening_map: LCR pooling only: the min-max normalised screening map in [0, 1], B x H x W.
+        hidden_states: the backbone's hidden states when `output_hidden_states=True`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    feature_map: torch.FloatTensor | None = None
+    screening_logits: torch.FloatTensor | None = None
+    screening_map: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class FGSSLPreTrainingOutput(ModelOutput):
+    """
+    Output of [`FGSSLForPreTraining`].
+
+    Args:
+        query: `q = g(h)`, L2-normalised, B x d.
+        key: `k = g_m(f_m(key_pixel_values))`, L2-normalised, B x d (only when `key_pixel_values` is given).
+        pooler_output: `h`, B x C.
+        feature_map: `A`, B x C x H x W.
+        reconstruction: `D(h)`, B x 3 x S x S (only when the model has a decoder).
+        screening_logits: LCR pooling only, B x H x W.
+    """
+
+    query: torch.FloatTensor | None = None
+    key: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    feature_map: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    screening_logits: torch.FloatTensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------------------------
+def build_backbone(backbone_config) -> PreTrainedModel:
+    """A transformers vision model from its config, without parameters we would leave unused.
+
+    Unused parameters (ViT's pooler, mask tokens) break DDP with `find_unused_parameters=False`.
+    """
+    model_cls = AutoModel._model_mapping[type(backbone_config)]
+    kwargs = {}
+    if "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
+        kwargs["add_pooling_layer"] = False
+    backbone = model_cls(backbone_config, **kwargs)
+    for name, param in backbone.named_parameters():
+        if "mask_token" in name:
+            param.requires_grad_(False)
+    return backbone
+
+
+def token_grid_stride(backbone_config) -> int:
+    """Input pixels per patch-grid cell of a token backbone's last layer."""
+    patch = backbone_config.patch_size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    if backbone_config.model_type == "swin":
+        return patch * 2 ** (len(backbone_config.depths) - 1)
+    return patch
+
+
+def tokens_to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """B x N x C tokens -> B x C x height x width, dropping leading special tokens (CLS, registers)."""
+    prefix = tokens.shape[1] - height * width
+    if prefix < 0:
+        raise ValueError(f"{tokens.shape[1]} tokens cannot fill a {height} x {width} grid")
+    grid = tokens[:, prefix:]
+    return grid.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+
+
+def projection_mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    """MoCo v2 projector `g`: C -> hidden -> d."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+class FGSSLPreTrainedModel(PreTrainedModel):
+    config: FGSSLConfig
+    config_class = FGSSLConfig
+    base_model_prefix = "fgssl"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = []
+
+    def _init_weights(self, module):
+        if getattr(module, "_fgssl_torch_default_init", False):
+            # The diffusers decoder keeps PyTorch's default (Kaiming) init, as in diffusers itself.
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            return
+        super()._init_weights(module)
+        if isinstance(module, FGSSLForPreTraining):
+            # MoCo starts from a queue of random unit-norm-ish keys.
+            nn.init.normal_(module.queue, std=module.queue.shape[-1] ** -0.5)
+            nn.init.zeros_(module.queue_ptr)
+
+    def get_encoder_model(self) -> FGSSLModel:
+        """The encoder `f` (backbone + pooling): the product of pre-training."""
+        return self if isinstance(self, FGSSLModel) else self.fgssl
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `register_for_auto_class` only records the class being saved; write every entry so a user without the
+        # package can load any fgssl folder with any Auto class and `trust_remote_code=True`.
+        if getattr(self, "_auto_class", None) is not None:
+            self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_backbone_pretrained(cls, backbone_name_or_path, *, backbone_kwargs: dict | None = None, **config_kwargs):
+        """Start from pretrained backbone weights (e.g. an ImageNet ViT or ConvNeXt checkpoint).
+
+        `backbone_name_or_path` is anything `AutoModel.from_pretrained` accepts (a local folder, or a Hub id when
+        online); `config_kwargs` go to [`FGSSLConfig`].
+        """
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, **(backbone_kwargs or {}))
+        if isinstance(backbone, FGSSLPreTrainedModel):
+            raise ValueError(
+                f"{backbone_name_or_path} is already an fgssl checkpoint; load it with "
+                f"{cls.__name__}.from_pretrained instead."
+            )
+        config = FGSSLConfig(backbone_config=backbone.config.to_dict(), **config_kwargs)
+        model = cls(config)
+        encoder = model.get_encoder_model()
+        state = {k: v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
+        missing, unexpected = encoder.backbone.load_state_dict(state, strict=False)
+        if missing:
+            raise ValueError(f"{backbone_name_or_path} does not provide backbone weights {missing[:5]}...")
+        if isinstance(model, FGSSLForPreTraining):
+            model.copy_online_to_momentum()
+        return model
+
+    def export_backbone(self, save_directory, **kwargs):
+        """Save the encoder's backbone as a plain transformers model folder (`ViTModel`, `ConvNextModel`, ...).
+
+        The exported model needs no fgssl code. Its own pooling may differ from fgssl's mean pooling of the final
+        feature map (e.g. ViT uses the CLS token), so use `last_hidden_state` to reproduce fgssl's embeddings.
+        """
+        return self.get_encoder_model().backbone.save_pretrained(save_directory, **kwargs)
+
+
+class FGSSLModel(FGSSLPreTrainedModel):
+    """The encoder `f` of METHOD.md: a transformers backbone followed by global average pooling."""
+
+    # A pre-training checkpoint also holds the heads; loading only the encoder from it is expected.
+    _keys_to_ignore_on_load_unexpected = [r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue"]
+
+    def __init__(self, config: FGSSLConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.screening = (
+            nn.Conv2d(config.hidden_size, config.screening_channels, kernel_size=1)
+            if config.pooling == "screening"
+            else None
+        )
+        self.post_init()
+
+    def feature_map(self, last_hidden_state: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The backbone's last hidden state as a B x C x H x W map `A`."""
+        bc = self.config.backbone_config
+        if last_hidden_state.dim() == 4:
+            if bc.model_type in _CHANNEL_NORM_BACKBONES:
+                last_hidden_state = self.backbone.layernorm(last_hidden_state.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return last_hidden_state
+        stride = token_grid_stride(bc)
+        return tokens_to_feature_map(last_hidden_state, pixel_values.shape[-2] // stride, pixel_values.shape[-1] // stride)
+
+    def _backbone_kwargs(self, pixel_values: torch.Tensor) -> dict:
+        bc = self.config.backbone_config
+        if bc.model_type == "vit":
+            size = bc.image_size if isinstance(bc.image_size, (list, tuple)) else (bc.image_size, bc.image_size)
+            if tuple(pixel_values.shape[-2:]) != tuple(size):
+                return {"interpolate_pos_encoding": True}
+        return {}
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> FGSSLModelOutput | tuple:
+        """`pixel_values`: B x 3 x H_in x W_in normalised images. Returns `h` (B x C) and `A` (B x C x H x W)."""
+        if pixel_values is None:
+            raise ValueError("pixel_values is required: a B x 3 x H x W float tensor.")
+        outputs = self.backbone(
+            pixel_values=pixel_values,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **self._backbone_kwargs(pixel_values),
+        )
+        feature_map = self.feature_map(outputs.last_hidden_state, pixel_values)
+        screening_logits = screening_map = None
+        if self.screening is not None:
+            # LCR: a few 1x1-conv screening channels, max over them, min-max normalised per image.
+            screening_logits = self.screening(feature_map).amax(dim=1)
+            flat = screening_logits.flatten(1)
+            lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+            screening_map = ((flat - lo) / (hi - lo + 1e-6)).view_as(screening_logits)
+            pooled = (feature_map * screening_map.unsqueeze(1)).mean(dim=(2, 3))
+        else:
+            pooled = feature_map.mean(dim=(2, 3))
+        output = FGSSLModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=pooled,
+            feature_map=feature_map,
+            screening_logits=screening_logits,
+            screening_map=screening_map,
+            hidden_states=outputs.hidden_states if output_hidden_states else None,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class FGSSLForImageClassification(FGSSLPreTrainedModel):
+    """The encoder with a linear head on `h`, for fine-grained classification (fine-tuning or linear probing)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue"]
+
+    def __init__(self, config: FGSSLConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.fgssl = FGSSLModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        """`pixel_values`: B x 3 x H x W; `labels`: B class ids. Returns logits B x num_labels (+ loss)."""
+        encoded = self.fgssl(pixel_values, output_hidden_states=output_hidden_states)
+        logits = self.classifier(encoded.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class FGSSLForPreTraining(FGSSLPreTrainedModel):
+    """Everything pre-training needs (METHOD.md "Parts"): encoder `f`, projector `g`, momentum copies `f_m, g_m`,
+    the negative queue, and the decoder `D`. The training objective itself lives in `training/objective.py`;
+    this class only exposes the pieces it calls as small methods."""
+
+    def __init__(self, config: FGSSLConfig):
+        super().__init__(config)
+        c, d = config.hidden_size, config.projector_dim
+        self.fgssl = FGSSLModel(config)
+        self.projector = projection_mlp(c, config.projector_hidden_size, d)
+        self.momentum_encoder = FGSSLModel(config)
+        self.momentum_projector = projection_mlp(c, config.projector_hidden_size, d)
+        self.decoder = None
+        if config.use_decoder:
+            self.decoder = FGSSLDecoder(
+                in_features=c,
+                base_size=config.decoder_base_size,
+                block_out_channels=tuple(config.decoder_block_out_channels),
+                layers_per_block=config.decoder_layers_per_block,
+                norm_num_groups=config.decoder_norm_num_groups,
+            )
+            for module in self.decoder.modules():
+                module._fgssl_torch_default_init = True
+        self.register_buffer("queue", torch.zeros(config.queue_size, d))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.post_init()
+        self.copy_online_to_momentum()
+
+    # ---- the momentum branch ------------------------------------------------------------------------------------
+    def _online_and_momentum_params(self):
+        online = list(self.fgssl.parameters()) + list(self.projector.parameters())
+        momentum = list(self.momentum_encoder.parameters()) + list(self.momentum_projector.parameters())
+        return online, momentum
+
+    @torch.no_grad()
+    def copy_online_to_momentum(self):
+        """`f_m, g_m <- f, g`; the momentum branch never receives gradients."""
+        online, momentum = self._online_and_momentum_params()
+        for p_o, p_m in zip(online, momentum):
+            p_m.data.copy_(p_o.data)
+            p_m.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_momentum(self, momentum: float | None = None):
+        """EMA step `theta_m <- m * theta_m + (1 - m) * theta` (call once per optimiser step)."""
+        m = self.config.momentum if momentum is None else momentum
+        online, mom = self._online_and_momentum_params()
+        torch._foreach_lerp_([p.data for p in mom], [p.data for p in online], 1.0 - m)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor):
+        """Push keys (B x d, gathered from all processes) into the ring-buffer queue, oldest out first."""
+        size = self.queue.shape[0]
+        if size == 0:
+            return
+        keys = keys.detach().to(self.queue.dtype)[-size:]
+        n, ptr = keys.shape[0], int(self.queue_ptr)
+        idx = (torch.arange(n, device=self.queue.device) + ptr) % size
+        self.queue[idx] = keys
+        self.queue_ptr.fill_((ptr + n) % size)
+
+    # ---- pieces the objective calls -------------------------------------------------------------------------
+    def encode(self, pixel_values: torch.Tensor) -> FGSSLModelOutput:
+        """`f`: B x 3 x H x W -> `h` (pooler_output, B x C) and `A` (feature_map)."""
+        return self.fgssl(pixel_values)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """`g`: `h` (B x C) -> `q` (B x d), L2-normalised."""
+        return F.normalize(self.projector(features), dim=1)
+
+    @torch.no_grad()
+    def momentum_encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`g_m(f_m(x))`: B x 3 x H x W -> keys B x d, L2-normalised, without gradient."""
+        return F.normalize(self.momentum_projector(self.momentum_encoder(pixel_values).pooler_output), dim=1)
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """`D`: `h` (B x C) -> image B x 3 x S x S."""
+        if self.decoder is None:
+            raise ValueError("This model has no decoder (config.use_decoder=False); build it with use_decoder=True.")
+        return self.decoder(features)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        key_pixel_values: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> FGSSLPreTrainingOutput | tuple:
+        """Online branch on `pixel_values` (B x 3 x H x W); keys on `key_pixel_values` when given."""
+        encoded = self.encode(pixel_values)
+        output = FGSSLPreTrainingOutput(
+            query=self.project(encoded.pooler_output),
+            key=self.momentum_encode(key_pixel_values) if key_pixel_values is not None else None,
+            pooler_output=encoded.pooler_output,
+            feature_map=encoded.feature_map,
+            reconstruction=self.decode(encoded.pooler_output) if self.decoder is not None else None,
+            screening_logits=encoded.screening_logits,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        if any(key.startswith("momentum_") for key in info.get("missing_keys", [])):
+            # Starting pre-training from an encoder-only checkpoint: the momentum branch starts as a copy.
+            model.copy_online_to_momentum()
+        return (model, info) if want_info else model
+
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_fgssl.FGSSLConfig",
+    "AutoModel": "modeling_fgssl.FGSSLModel",
+    "AutoModelForImageClassification": "modeling_fgssl.FGSSLForImageClassification",
+    "AutoModelForPreTraining": "modeling_fgssl.FGSSLForPreTraining",
+}
+
+__all__ = [
+    "FGSSLModelOutput",
+    "FGSSLPreTrainingOutput",
+    "FGSSLPreTrainedModel",
+    "FGSSLModel",
+    "FGSSLForImageClassification",
+    "FGSSLForPreTraining",
+]

@@ -1,0 +1,1 @@
+"""Training side of fgssl: data, augmentation, objective, trainer, evaluation and CLIs."""

@@ -1,0 +1,1 @@
+"""Accuracy evaluate module (see accuracy.py); a package so it installs with `training`."""

@@ -1,0 +1,516 @@
+"""The training objective of METHOD.md, as small pure functions (tensors in, tensors out).
+
+Read this file top to bottom beside /work/shared/METHOD.md, section "One training step":
+
+=====  ==========================================  ==========================================
+step   what                                        here
+=====  ==========================================  ==========================================
+1      SSL loss L_C = InfoNCE(q, k, queue, tau)    :func:`info_nce`
+2      variance criterion, the set V               :class:`VarianceTracker`, :func:`variance_mask`
+3      Grad-CAM criterion, the sets G_i            :func:`gradcam_scores`, :func:`gradcam_mask`
+4      nuisance mask M                             :func:`nuisance_mask`
+5      perturbation h -> h'                        :func:`perturb_features`
+6      reconstruction loss L_R                     :func:`reconstruction_loss`
+7      synthesized-pair loss L_Cp (subset)         :func:`info_nce`, :func:`synth_subset`
+8      total loss, ramp of nu                      :func:`synth_loss_weight`
+LCR    baseline: Grad-CAM map + KL term            :func:`gradcam_map`, :func:`lcr_loss`
+=====  ==========================================  ==========================================
+
+Shapes: B batch, C feature dimensions of ``h``, d projector output, K queue length,
+H x W spatial size of the feature map ``A``, S the decoder's output size.
+
+Nothing here imports ``modeling``: the trainer runs the networks and hands the tensors in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+NUISANCE_MASK_MODES = ("union", "intersection", "variance", "gradcam", "random")
+PERTURBATION_MODES = ("gaussian", "shuffle")
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks shared by several steps
+# --------------------------------------------------------------------------------------------
+
+
+def _check_fraction(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is a fraction in [0, 1], else raise a ValueError naming it."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value}.")
+    return value
+
+
+def _num_selected(fraction: float, total: int) -> int:
+    """How many of ``total`` items a ``fraction`` selects, rounded to the nearest integer.
+
+    Rounding (not flooring) keeps e.g. 0.29 * 100 = 28.999... at 29; ``fraction`` 0 gives 0, 1 gives all.
+    """
+    return min(total, int(math.floor(fraction * total + 0.5)))
+
+
+def _check_matrix(t: Tensor, name: str) -> None:
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D tensor (B x C), got shape {tuple(t.shape)}.")
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Uniform [0, 1) noise drawn on the generator's device (a CPU generator cannot draw on CUDA)."""
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=draw_device).to(device)
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Standard normal noise drawn on the generator's device, moved to ``device``."""
+    draw_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=draw_device).to(device)
+
+
+def _randperm(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    draw_device = generator.device if generator is not None else device
+    return torch.randperm(n, generator=generator, device=draw_device).to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 1 (and step 7): InfoNCE, the MoCo v2 contrastive loss
+# --------------------------------------------------------------------------------------------
+
+
+def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature: float = 0.2) -> Tensor:
+    """InfoNCE loss of queries against their positive keys (METHOD.md steps 1 and 7).
+
+    Args:
+        q: B x d queries, L2-normalised (carry the gradient).
+        k: B x d positive keys, L2-normalised; row i is the positive of query i.
+        negatives: K x d queue of negative keys (MoCo v2: logits ``[q_i . k_i, q_i @ queue.T]``,
+            the positive at index 0), or ``None`` (or an empty K = 0 queue) for in-batch negatives:
+            logits ``q @ k.T``, the positive of row i at column i.
+        temperature: tau > 0.
+
+    Returns:
+        Scalar, the mean over the batch of the per-sample cross-entropy.
+
+    Keys and negatives are targets: they are detached here, as in MoCo (stop-gradient on the key
+    branch). Hence sample i's loss depends only on its own query q_i, which is what lets step 3 read
+    every per-sample gradient off one gradient of the (mean) loss.
+    """
+    if q.dim() != 2 or q.shape != k.shape:
+        raise ValueError(f"q and k must both be B x d, got {tuple(q.shape)} and {tuple(k.shape)}.")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    k = k.detach()
+    if negatives is not None and negatives.shape[0] == 0:
+        negatives = None  # METHOD.md: queue size K = 0 means in-batch negatives
+    if negatives is None:
+        logits = q @ k.T  # B x B; the diagonal holds the positives
+        labels = torch.arange(q.shape[0], device=q.device)
+    else:
+        if negatives.dim() != 2 or negatives.shape[1] != q.shape[1]:
+            raise ValueError(
+                f"negatives must be K x d with d = {q.shape[1]} (the queue), got {tuple(negatives.shape)}."
+            )
+        positive = (q * k).sum(dim=1, keepdim=True)  # B x 1
+        negative = q @ negatives.detach().to(q.dtype).T  # B x K
+        logits = torch.cat([positive, negative], dim=1)
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits / temperature, labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: variance criterion (running statistics of h, the set V)
+# --------------------------------------------------------------------------------------------
+
+
+class VarianceTracker(torch.nn.Module):
+    """Running (EMA) per-dimension mean and variance of the features ``h`` (METHOD.md step 2).
+
+    ``update(h)`` folds a batch in: ``stat = momentum * stat + (1 - momentum) * batch_stat``, where the
+    batch variance is the biased (population) variance of the batch; the first update initialises
+    the statistics from the batch. Under ``torch.distributed`` the batch sums, sums of squares and
+    counts are all-reduced before use, so every process holds the same statistics (the same set V).
+
+    The statistics are persistent buffers so they are saved in and restored from checkpoints.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.99):
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}.")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1) (weight of the old estimate), got {momentum}.")
+        self.num_features = int(num_features)
+        self.momentum = float(momentum)
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        # Ones before the first update, so that a perturbation scaled by std is still sensible.
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def mean(self) -> Tensor:
+        """C, running mean of each feature dimension."""
+        return self.running_mean
+
+    @property
+    def var(self) -> Tensor:
+        """C, running variance of each feature dimension."""
+        return self.running_var
+
+    @property
+    def std(self) -> Tensor:
+        """C, running standard deviation (square root of :attr:`var`)."""
+        return self.running_var.clamp_min(0).sqrt()
+
+    @property
+    def initialized(self) -> bool:
+        """Whether at least one batch has been folded in."""
+        return bool(self.num_updates.item() > 0)
+
+    @torch.no_grad()
+    def update(self, h: Tensor) -> None:
+        """Fold the batch ``h`` (B x C) into the running statistics; no gradient flows."""
+        _check_matrix(h, "h")
+        if h.shape[1] != self.num_features:
+            raise ValueError(f"h has {h.shape[1]} feature dimensions, the tracker was built for {self.num_features}.")
+        # Accumulate in float64: var = E[h^2] - E[h]^2 loses precision in float32 / bf16. The sums stay
+        # on h's device, where the process group's backend (e.g. NCCL) can reduce them.
+        h = h.detach().to(torch.float64)
+        count = torch.full((1,), float(h.shape[0]), dtype=torch.float64, device=h.device)
+        stats = torch.cat([h.sum(dim=0), (h * h).sum(dim=0), count])  # 2C + 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)  # every rank now sees the global batch
+        stats = stats.to(self.running_mean.device)
+        sums, squares, total = stats[: self.num_features], stats[self.num_features : -1], stats[-1]
+        if total.item() == 0:
+            return  # empty batch on every rank: nothing to learn from
+        batch_mean = sums / total
+        batch_var = (squares / total - batch_mean * batch_mean).clamp_min(0)
+        if self.initialized:
+            m = self.momentum
+            batch_mean = m * self.running_mean.double() + (1 - m) * batch_mean
+            batch_var = m * self.running_var.double() + (1 - m) * batch_var
+        self.running_mean.copy_(batch_mean)
+        self.running_var.copy_(batch_var)
+        self.num_updates += 1
+
+
+def variance_mask(var: Tensor, rho: float) -> Tensor:
+    """The set V of METHOD.md step 2: the ``rho`` fraction of dimensions with the lowest variance.
+
+    Args:
+        var: C running variances (``VarianceTracker.var``).
+        rho: rho_v in [0, 1]; the count is ``round(rho * C)`` (0 -> empty mask, 1 -> every dimension).
+
+    Returns:
+        Bool C mask, True on the selected low-variance dimensions (the same for every sample).
+    """
+    rho = _check_fraction(rho, "rho (rho_v)")
+    if var.dim() != 1:
+        raise ValueError(f"var must be a 1-D tensor of C variances, got shape {tuple(var.shape)}.")
+    n = _num_selected(rho, var.shape[0])
+    mask = torch.zeros(var.shape, dtype=torch.bool, device=var.device)
+    mask[torch.topk(var.detach(), n, largest=False).indices] = True
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: Grad-CAM criterion induced from the SSL loss (the sets G_i)
+# --------------------------------------------------------------------------------------------
+
+
+def gradcam_scores(loss: Tensor, h: Tensor) -> Tensor:
+    """Per-sample, per-dimension Grad-CAM contributions ``s_ic = (d(-L)/dh_ic) * h_ic`` (step 3).
+
+    With ``h = mean_xy A`` the Grad-CAM weight of channel c (spatial mean of ``d(-L)/dA_c``) is
+    ``d(-L)/dh_c / (H * W)``, so ``s_ic`` is channel c's share of sample i's pre-ReLU CAM, up to
+    the constant factor H * W.
+
+    The gradient is taken with ``torch.autograd.grad(loss, h, retain_graph=True)``: it runs back
+    through the projector only (never the backbone), fills no ``.grad``, and leaves the graph intact
+    for the later ``loss.backward()``. Because each sample's loss depends only on its own query
+    (see :func:`info_nce`), row i of the gradient of the batch loss is sample i's own gradient; for a
+    *mean* loss every row is scaled by 1/B, which does not change the per-row ranking.
+
+    Args:
+        loss: scalar SSL loss L_C computed from ``h`` (e.g. :func:`info_nce` of ``g(h)``).
+        h: B x C pooled features that ``loss`` was computed from (part of its graph).
+
+    Returns:
+        B x C scores, detached.
+    """
+    _check_matrix(h, "h")
+    if loss.dim() != 0:
+        raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}; reduce it (mean) first.")
+    if not h.requires_grad:
+        raise ValueError("h does not require grad: compute the loss from h inside the autograd graph.")
+    (grad_h,) = torch.autograd.grad(loss, h, retain_graph=True)
+    return (-grad_h * h).detach()
+
+
+def gradcam_mask(scores: Tensor, rho: float) -> Tensor:
+    """The sets G_i of METHOD.md step 3: per row, the ``rho`` fraction of dimensions with the lowest score.
+
+    Args:
+        scores: B x C scores from :func:`gradcam_scores`.
+        rho: rho_g in [0, 1]; the count per row is ``round(rho * C)``.
+
+    Returns:
+        Bool B x C mask, True on the dimensions the SSL objective relies on least for that image.
+    """
+    rho = _check_fraction(rho, "rho (rho_g)")
+    _check_matrix(scores, "scores")
+    n = _num_selected(rho, scores.shape[1])
+    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    lowest = torch.topk(scores.detach(), n, dim=1, largest=False).indices  # B x n
+    return mask.scatter_(1, lowest, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 4: the nuisance mask M
+# --------------------------------------------------------------------------------------------
+
+
+def _random_mask_like(counts: Tensor, num_features: int, generator: torch.Generator | None) -> Tensor:
+    """Bool B x C mask with ``counts[i]`` dimensions of row i chosen uniformly at random."""
+    keys = _rand((counts.shape[0], num_features), generator, counts.device)
+    ranks = keys.argsort(dim=1).argsort(dim=1)  # a uniformly random ranking of the dims per row
+    return ranks < counts.unsqueeze(1)
+
+
+def nuisance_mask(
+    var_mask: Tensor, grad_mask: Tensor, mode: str, generator: torch.Generator | None = None
+) -> Tensor:
+    """Combine the two criteria into the nuisance mask M (METHOD.md step 4).
+
+    Args:
+        var_mask: bool C, the set V (:func:`variance_mask`), shared by all samples.
+        grad_mask: bool B x C, the sets G_i (:func:`gradcam_mask`).
+        mode: ``union`` (V or G_i, the default of the method), ``intersection`` (V and G_i),
+            ``variance`` (V only), ``gradcam`` (G_i only), or ``random``: per row, as many dimensions
+            as ``union`` picks, chosen uniformly at random (the control showing whether the criteria
+            matter).
+        generator: random source for ``random``.
+
+    Returns:
+        Bool B x C mask, True on the dimensions to perturb.
+    """
+    if mode not in NUISANCE_MASK_MODES:
+        raise ValueError(f"Unknown nuisance mask mode {mode!r}; choose one of {', '.join(NUISANCE_MASK_MODES)}.")
+    _check_matrix(grad_mask, "grad_mask")
+    if var_mask.shape != grad_mask.shape[1:]:
+        raise ValueError(
+            f"var_mask must have one entry per feature dimension (C = {grad_mask.shape[1]}), "
+            f"got shape {tuple(var_mask.shape)}."
+        )
+    var_rows = var_mask.bool().unsqueeze(0).expand_as(grad_mask)
+    grad_mask = grad_mask.bool()
+    union = var_rows | grad_mask
+    if mode == "union":
+        return union
+    if mode == "intersection":
+        return var_rows & grad_mask
+    if mode == "variance":
+        return var_rows.clone()
+    if mode == "gradcam":
+        return grad_mask.clone()
+    return _random_mask_like(union.sum(dim=1), grad_mask.shape[1], generator)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 5: perturbation of the nuisance dimensions
+# --------------------------------------------------------------------------------------------
+
+
+def _derangement(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """A random permutation of ``range(n)`` with no fixed point when n > 1 (one random n-cycle).
+
+    Each element is sent to its successor in a random ordering, so no row is paired with itself and
+    every masked entry of :func:`perturb_features` (mode ``shuffle``) takes another image's value.
+    """
+    order = _randperm(n, generator, device)
+    pi = torch.empty_like(order)
+    pi[order] = order.roll(-1)
+    return pi
+
+
+def perturb_features(
+    h: Tensor,
+    mask: Tensor,
+    mode: str = "gaussian",
+    sigma: float = 1.0,
+    std: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Perturb the masked (nuisance) entries of a detached copy of ``h`` (METHOD.md step 5).
+
+    Modes:
+        ``gaussian``: ``h'_ic = h_ic + M_ic * sigma * std_c * eps_ic``, eps ~ N(0, 1); needs ``std``
+            (C, the running std, ``VarianceTracker.std``).
+        ``shuffle``: ``h'_ic = h_{pi(i) c}`` where ``M_ic``, with pi a random permutation of the
+            batch without fixed points (for B > 1): the nuisance values of another image.
+
+    Args:
+        h: B x C features.
+        mask: bool B x C nuisance mask (:func:`nuisance_mask`).
+
+    Returns:
+        B x C perturbed features without gradient; unmasked entries equal ``h`` exactly.
+    """
+    if mode not in PERTURBATION_MODES:
+        raise ValueError(f"Unknown perturbation mode {mode!r}; choose one of {', '.join(PERTURBATION_MODES)}.")
+    _check_matrix(h, "h")
+    if mask.shape != h.shape:
+        raise ValueError(f"mask must have the shape of h {tuple(h.shape)}, got {tuple(mask.shape)}.")
+    h = h.detach()
+    mask = mask.bool()
+    if mode == "shuffle":
+        donor = h[_derangement(h.shape[0], generator, h.device)]
+        return torch.where(mask, donor, h)
+    if std is None:
+        raise ValueError("gaussian perturbation needs std (C): pass the running std, VarianceTracker.std.")
+    if std.shape != h.shape[1:]:
+        raise ValueError(f"std must have one entry per feature dimension (C = {h.shape[1]}), got {tuple(std.shape)}.")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}.")
+    noise = sigma * std.detach().to(h) * _randn(tuple(h.shape), generator, h.device).to(h.dtype)
+    return torch.where(mask, h + noise, h)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 6: reconstruction loss
+# --------------------------------------------------------------------------------------------
+
+
+def reconstruction_loss(recon: Tensor, target: Tensor) -> Tensor:
+    """``L_R = mean |D(h) - v1|^2`` with ``v1`` resized to the decoder's size S (METHOD.md step 6).
+
+    Args:
+        recon: B x 3 x S x S decoder output D(h).
+        target: B x 3 x H x W input view v1 (a target: detached). It is resized with bilinear
+            interpolation and antialiasing, so that downsampling averages rather than aliases.
+
+    Returns:
+        Scalar mean squared error.
+    """
+    if recon.dim() != 4 or target.dim() != 4 or recon.shape[:2] != target.shape[:2]:
+        raise ValueError(
+            f"recon and target must be B x 3 x height x width with the same B and channels, "
+            f"got {tuple(recon.shape)} and {tuple(target.shape)}."
+        )
+    target = target.detach().to(recon.dtype)
+    if target.shape[-2:] != recon.shape[-2:]:
+        target = F.interpolate(target, size=recon.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+    return F.mse_loss(recon, target)
+
+
+# --------------------------------------------------------------------------------------------
+# Steps 7-8: which samples are synthesized, and the weight nu of L_Cp
+# --------------------------------------------------------------------------------------------
+
+
+def synth_loss_weight(step: int, nu: float, warmup_steps: int, ramp_steps: int) -> float:
+    """Weight of L_Cp at optimiser step ``step`` (0-based) (METHOD.md step 8).
+
+    0 while ``step < warmup_steps`` (the decoder first learns to reconstruct), then rises linearly
+    and reaches ``nu`` after ``ramp_steps`` steps: ``nu * min(1, (step - warmup_steps + 1) / ramp_steps)``.
+    ``ramp_steps = 0`` switches straight to ``nu``.
+    """
+    if nu < 0 or warmup_steps < 0 or ramp_steps < 0:
+        raise ValueError(
+            f"nu, warmup_steps and ramp_steps must be >= 0, got nu={nu}, "
+            f"warmup_steps={warmup_steps}, ramp_steps={ramp_steps}."
+        )
+    if step < warmup_steps:
+        return 0.0
+    if ramp_steps == 0:
+        return float(nu)
+    return float(nu) * min(1.0, (step - warmup_steps + 1) / ramp_steps)
+
+
+def synth_subset(batch_size: int, fraction: float, generator: torch.Generator | None = None) -> Tensor:
+    """Indices of the samples whose pair is synthesized in this step (METHOD.md step 7).
+
+    ``round(fraction * batch_size)`` distinct indices drawn at random, at least one when
+    ``fraction > 0`` (so a small batch still gets a pair), none when ``fraction == 0``.
+
+    Returns:
+        Sorted LongTensor of indices (on the generator's device, CPU by default).
+    """
+    fraction = _check_fraction(fraction, "fraction (synthesized fraction of the batch)")
+    if batch_size < 0:
+        raise ValueError(f"batch_size must be >= 0, got {batch_size}.")
+    n = _num_selected(fraction, batch_size)
+    if fraction > 0:
+        n = max(n, min(1, batch_size))
+    device = generator.device if generator is not None else torch.device("cpu")
+    chosen = torch.randperm(batch_size, generator=generator, device=device)[:n]
+    return chosen.sort().values
+
+
+# --------------------------------------------------------------------------------------------
+# LCR baseline (CVPR 2023): Grad-CAM map of the SSL loss and the KL term of the screening module
+# --------------------------------------------------------------------------------------------
+
+
+def gradcam_map(loss: Tensor, feature_map: Tensor) -> Tensor:
+    """Classic Grad-CAM of the score ``-loss`` on the feature map A (LCR baseline; pictures of step 3).
+
+    ``alpha_ic = mean_xy d(-L)/dA_ic`` and ``cam_i = relu(sum_c alpha_ic A_ic)``. The gradient is
+    taken with ``torch.autograd.grad(..., retain_graph=True)``: no ``.grad`` is filled and the graph
+    stays for the later backward. With a mean loss every map is scaled by 1/B (irrelevant once the
+    map is normalised, as :func:`lcr_loss` does). A ViT token grid B x N x C must be reshaped to
+    B x C x H x W by the caller.
+
+    Args:
+        loss: scalar SSL loss computed from ``feature_map``.
+        feature_map: B x C x H x W.
+
+    Returns:
+        B x H x W non-negative maps, detached.
+    """
+    if feature_map.dim() != 4:
+        raise ValueError(f"feature_map must be B x C x H x W, got shape {tuple(feature_map.shape)}.")
+    if loss.dim() != 0:
+        raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}; reduce it (mean) first.")
+    if not feature_map.requires_grad:
+        raise ValueError("feature_map does not require grad: compute the loss from it inside the autograd graph.")
+    (grad_a,) = torch.autograd.grad(loss, feature_map, retain_graph=True)
+    alpha = (-grad_a).mean(dim=(2, 3), keepdim=True)  # B x C x 1 x 1
+    return F.relu((alpha * feature_map).sum(dim=1)).detach()
+
+
+def lcr_loss(screening_logits: Tensor, cam: Tensor) -> Tensor:
+    """LCR's KL term ``KL(cam_dist || screening_dist)`` over spatial positions (LCR baseline).
+
+    ``cam_dist`` is the (detached) Grad-CAM map normalised to sum 1 over H x W; ``screening_dist`` is
+    the softmax of the screening logits over H x W. Samples whose CAM is zero everywhere carry no
+    spatial information and are left out of the mean (a uniform target would be a made-up signal);
+    if every CAM is zero the loss is 0 (still connected to the graph).
+
+    Args:
+        screening_logits: B x H x W, output of the screening module (carries the gradient).
+        cam: B x H x W non-negative maps (:func:`gradcam_map`).
+
+    Returns:
+        Scalar, the mean KL divergence over the samples with a non-zero CAM.
+    """
+    if screening_logits.dim() != 3 or screening_logits.shape != cam.shape:
+        raise ValueError(
+            f"screening_logits and cam must both be B x H x W, got {tuple(screening_logits.shape)} "
+            f"and {tuple(cam.shape)}."
+        )
+    cam = cam.detach().to(screening_logits.dtype).flatten(1).clamp_min(0)  # B x HW
+    mass = cam.sum(dim=1, keepdim=True)
+    has_signal = mass.squeeze(1) > 0
+    if not has_signal.any():
+        return screening_logits.sum() * 0.0
+    target = cam[has_signal] / mass[has_signal]
+    log_screening = F.log_softmax(screening_logits.flatten(1)[has_signal], dim=1)
+    kl = (torch.xlogy(target, target) - target * log_screening).sum(dim=1)  # 0 log 0 = 0
+    return kl.mean()
