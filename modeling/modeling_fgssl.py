@@ -189,7 +189,9 @@ class FGSSLModel(FGSSLPreTrainedModel):
     """The encoder `f` of METHOD.md: a transformers backbone followed by global average pooling."""
 
     # A pre-training checkpoint also holds the heads; loading only the encoder from it is expected.
-    _keys_to_ignore_on_load_unexpected = [r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue"]
+    _keys_to_ignore_on_load_unexpected = [
+        r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue", r"^variance_tracker\."
+    ]
 
     def __init__(self, config: FGSSLConfig):
         super().__init__(config)
@@ -260,7 +262,9 @@ class FGSSLModel(FGSSLPreTrainedModel):
 class FGSSLForImageClassification(FGSSLPreTrainedModel):
     """The encoder with a linear head on `h`, for fine-grained classification (fine-tuning or linear probing)."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue"]
+    _keys_to_ignore_on_load_unexpected = [
+        r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue", r"^variance_tracker\."
+    ]
 
     def __init__(self, config: FGSSLConfig):
         super().__init__(config)
@@ -291,6 +295,11 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
     """Everything pre-training needs (METHOD.md "Parts"): encoder `f`, projector `g`, momentum copies `f_m, g_m`,
     the negative queue, and the decoder `D`. The training objective itself lives in `training/objective.py`;
     this class only exposes the pieces it calls as small methods."""
+
+    # The objective (not `forward`) owns the loss; the Trainer must average it over gradient-accumulation steps.
+    accepts_loss_kwargs = False
+    # The trainer attaches its running feature statistics (training state, resumed with Trainer checkpoints).
+    _keys_to_ignore_on_load_unexpected = [r"^variance_tracker\."]
 
     def __init__(self, config: FGSSLConfig):
         super().__init__(config)
@@ -372,17 +381,19 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         key_pixel_values: torch.Tensor | None = None,
+        return_reconstruction: bool = False,
         return_dict: bool | None = None,
         **kwargs,
     ) -> FGSSLPreTrainingOutput | tuple:
-        """Online branch on `pixel_values` (B x 3 x H x W); keys on `key_pixel_values` when given."""
+        """Online branch on `pixel_values` (B x 3 x H x W); keys on `key_pixel_values` when given; `D(h)` when
+        `return_reconstruction`."""
         encoded = self.encode(pixel_values)
         output = FGSSLPreTrainingOutput(
             query=self.project(encoded.pooler_output),
             key=self.momentum_encode(key_pixel_values) if key_pixel_values is not None else None,
             pooler_output=encoded.pooler_output,
             feature_map=encoded.feature_map,
-            reconstruction=self.decode(encoded.pooler_output) if self.decoder is not None else None,
+            reconstruction=self.decode(encoded.pooler_output) if return_reconstruction else None,
             screening_logits=encoded.screening_logits,
         )
         return output if return_dict is not False else output.to_tuple()

@@ -350,10 +350,22 @@ def test_shuffle_perturbation_takes_other_images_values_on_masked_entries():
     for i, c in mask.nonzero().tolist():
         others = torch.cat([values[:i, c], values[i + 1 :, c]])
         assert (others == out[i, c]).any()  # the value of another image in the same dimension
+
+
+def test_shuffle_never_pairs_an_image_with_itself():
     # B = 2: the only permutation without fixed points swaps the two rows.
     pair = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    swapped = perturb_features(pair, torch.ones(2, 2, dtype=torch.bool), "shuffle")
-    assert torch.equal(swapped, pair.flip(0))
+    for seed in range(10):
+        swapped = perturb_features(pair, torch.ones(2, 2, dtype=torch.bool), "shuffle",
+                                   generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(swapped, pair.flip(0))
+    # B = 3 (a plain random permutation has a fixed point 2 times in 3): every row always changes.
+    rows = torch.tensor([[1.0], [2.0], [3.0]])
+    for seed in range(30):
+        out = perturb_features(rows, torch.ones(3, 1, dtype=torch.bool), "shuffle",
+                               generator=torch.Generator().manual_seed(seed))
+        assert (out != rows).all()
+        assert sorted(out.flatten().tolist()) == [1.0, 2.0, 3.0]  # a permutation of the batch
 
 
 def test_perturbation_rejects_unknown_mode_and_missing_std():
@@ -428,6 +440,15 @@ def test_lcr_loss_is_zero_for_matching_distributions_and_positive_otherwise():
     assert loss.item() > 1e-3
     loss.backward()
     assert other.grad is not None and other.grad.abs().sum() > 0
+
+
+def test_lcr_loss_is_the_mean_kl_of_cam_to_screening_distribution():
+    g = torch.Generator().manual_seed(2)
+    cam = torch.rand(4, 3, 5, generator=g)
+    logits = torch.randn(4, 3, 5, generator=g)
+    cam_dist = cam.flatten(1) / cam.flatten(1).sum(1, keepdim=True)
+    reference = F.kl_div(F.log_softmax(logits.flatten(1), dim=1), cam_dist, reduction="batchmean")
+    assert lcr_loss(logits, cam).item() == pytest.approx(reference.item(), rel=1e-5)
 
 
 def test_lcr_loss_leaves_out_samples_with_an_empty_cam():

@@ -98,7 +98,11 @@ class TwoViewAugment(torch.nn.Module):
     ):
         super().__init__()
         self.image_size = int(image_size)
-        steps = [K.RandomResizedCrop((self.image_size, self.image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio))]
+        # align_corners=False: the same pixel grid as F.interpolate in eval_transform (torchvision's convention).
+        crop = K.RandomResizedCrop(
+            (self.image_size, self.image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio), align_corners=False
+        )
+        steps = [crop]
         if hflip:
             steps.append(K.RandomHorizontalFlip(p=0.5))
         # A step with probability 0 is left out rather than kept as a no-op: fewer kernels, and with

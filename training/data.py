@@ -60,7 +60,7 @@ def _is_save_to_disk_dir(path: Path) -> bool:
 
 def _looks_like_local_path(name: str) -> bool:
     """A string that can only mean a local path (a Hub id is `name` or `namespace/name`)."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 #: Sub-folder names of an image folder that are splits (the rest of the layout is class folders).
@@ -82,7 +82,8 @@ def _image_folder_data_files(path: Path) -> dict[str, str]:
         split = SPLIT_FOLDER_NAMES.get(child.name.lower()) if child.is_dir() else None
         if split is not None and split not in splits:
             splits[split] = str(child / "**")
-    return splits or {"train": str(path / "**")}
+    order = ("train", "validation", "test")
+    return {split: splits[split] for split in order if split in splits} or {"train": str(path / "**")}
 
 
 def load_raw_dataset(name_or_path: str | None, cache_dir=None) -> datasets.DatasetDict:
@@ -90,8 +91,9 @@ def load_raw_dataset(name_or_path: str | None, cache_dir=None) -> datasets.Datas
 
     Args:
         name_or_path: None or "synthetic" -> the embedded synthetic fine-grained dataset
-            (training.synthetic, generated once and cached); a local image-folder directory
-            (``load_dataset("imagefolder", data_dir=...)``: labels from the class-folder names); a
+            (training.synthetic, generated once and cached); a local image-folder directory (the
+            "imagefolder" builder; labels from the class-folder names; split sub-folders train/,
+            validation/ (or val/, valid/, dev/), test/ become splits, otherwise all is "train"); a
             ``save_to_disk`` directory (a bare Dataset becomes ``{"train": ds}``); otherwise a Hub id.
         cache_dir: passed to ``load_dataset`` (the datasets cache), or where the synthetic dataset is kept.
 
@@ -284,12 +286,14 @@ def prepare_images(ds, image_column, label_column, image_size: int, max_samples=
         counted in num_skipped. The decoded data is cached by datasets' fingerprint: a second call on the
         same data and arguments reads the cache instead of decoding.
 
-    Note: datasets' torch formatter returns every integer array as int64, so `ds[i]["pixel_values"]` is an
-    int64 tensor with values 0..255; `collate_uint8` casts batches back to uint8. For bulk access to the
-    pixels use `ds.with_format("numpy")` (uint8, 8x less memory).
+    Note: datasets' torch and numpy formatters return every integer array as int64, so `ds[i]["pixel_values"]`
+    is an int64 tensor with values 0..255; `collate_uint8` casts batches back to uint8. For bulk reads at
+    8x less memory use `ds.with_format("numpy", columns=["pixel_values"], dtype=np.uint8)` (that dtype
+    would also apply to "labels", where -1 would wrap, hence the columns=).
     """
-    if image_column not in ds.column_names:
-        raise ValueError(f"Column {image_column!r} does not exist. Available columns: {ds.column_names}.")
+    for column in (image_column, label_column):
+        if column is not None and column not in ds.column_names:
+            raise ValueError(f"Column {column!r} does not exist. Available columns: {ds.column_names}.")
     ds = _fixed_subset(ds, max_samples)
     if isinstance(ds.features[image_column], datasets.Image):
         # Decode ourselves, so that a corrupt file is one caught error instead of a crash inside datasets.

@@ -1,0 +1,116 @@
+"""training.synthetic: the embedded fine-grained dataset (same bird, classes differ only in a wing mark)."""
+
+from collections import Counter
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+
+from training import synthetic
+from training.synthetic import (
+    NuisanceFactors,
+    class_names,
+    default_dataset,
+    make_fine_grained_dataset,
+    render_image,
+    sample_factors,
+)
+
+SMALL = dict(num_classes=4, train_per_class=3, test_per_class=2, image_size=32)
+
+
+def _pixels(image):
+    return np.asarray(image, dtype=np.float64)
+
+
+def _mean_abs(a, b):
+    return float(np.abs(_pixels(a) - _pixels(b)).mean())
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    a = make_fine_grained_dataset(**SMALL, seed=3)
+    b = make_fine_grained_dataset(**SMALL, seed=3)
+    c = make_fine_grained_dataset(**SMALL, seed=4)
+    for split in ("train", "test"):
+        assert a[split]["label"][:] == b[split]["label"][:]
+        assert a[split]["x"][:] == b[split]["x"][:]
+        assert all(np.array_equal(_pixels(p), _pixels(q)) for p, q in zip(a[split]["image"], b[split]["image"]))
+    assert not np.array_equal(_pixels(a["train"][0]["image"]), _pixels(c["train"][0]["image"]))
+
+
+def test_splits_columns_and_class_balance():
+    ds = make_fine_grained_dataset(**SMALL)
+    assert set(ds) == {"train", "test"}
+    for column in ("image", "label", "background", "body_hue", "x", "y", "scale", "rotation", "facing"):
+        assert column in ds["train"].column_names
+    assert ds["train"].features["label"].names == class_names(4)
+    assert Counter(ds["train"]["label"][:]) == {c: 3 for c in range(4)}
+    assert Counter(ds["test"]["label"][:]) == {c: 2 for c in range(4)}
+    assert ds["train"][0]["image"].size == (32, 32) and ds["train"][0]["image"].mode == "RGB"
+    labels = ds["train"]["label"][:]
+    assert labels != sorted(labels)  # shuffled: a prefix of the split covers several classes
+
+
+def test_rows_are_rerendered_from_their_columns():
+    ds = make_fine_grained_dataset(**SMALL)["test"]
+    factor_names = [f for f in asdict(sample_factors(np.random.default_rng(0)))]
+    for row in ds.select(range(3)):
+        factors = NuisanceFactors(**{name: row[name] for name in factor_names})
+        # float32 columns round the factors a little; the rendering is the same bird, pixel for pixel almost.
+        assert _mean_abs(render_image(row["label"], factors, 32), row["image"]) < 1.0
+
+
+def test_classes_differ_only_in_a_small_detail():
+    rng = np.random.default_rng(0)
+    between, within = [], []
+    for _ in range(8):
+        f, g = sample_factors(rng), sample_factors(rng)
+        a, b = render_image(0, f, 64), render_image(1, f, 64)
+        changed = (np.abs(_pixels(a) - _pixels(b)).max(-1) > 0).mean()
+        assert 0 < changed < 0.03  # a different class changes a few percent of the pixels at most
+        between.append(_mean_abs(a, b))  # different class, same nuisance
+        within.append(_mean_abs(a, render_image(0, g, 64)))  # same class, different nuisance
+    assert max(between) < min(within) / 5, (between, within)
+
+
+def test_every_class_has_its_own_mark():
+    f = sample_factors(np.random.default_rng(1))
+    images = [_pixels(render_image(c, f, 64)) for c in range(synthetic.MAX_CLASSES)]
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            assert np.abs(images[i] - images[j]).max() > 40, (class_names(synthetic.MAX_CLASSES)[i], j)
+
+
+def test_nuisance_factors_move_the_bird():
+    f = sample_factors(np.random.default_rng(2))
+    base = render_image(0, f, 64)
+    for change in (dict(x=f.x + 0.1), dict(scale=f.scale * 0.8), dict(body_hue=f.body_hue + 0.5),
+                   dict(background=(f.background + 1) % len(synthetic.BACKGROUNDS)), dict(facing=-f.facing)):
+        assert _mean_abs(base, render_image(0, replace(f, **change), 64)) > 2, change
+    assert np.array_equal(_pixels(base), _pixels(render_image(0, asdict(f), 64)))  # a dict works, same pixels
+
+
+def test_invalid_class_counts_are_rejected():
+    with pytest.raises(ValueError, match="num_classes must be in 1..30"):
+        make_fine_grained_dataset(num_classes=31)
+    with pytest.raises(ValueError, match="label must be in"):
+        render_image(30, sample_factors(np.random.default_rng(0)))
+
+
+def test_default_dataset_is_generated_once_then_loaded(tmp_path, monkeypatch):
+    first = default_dataset(cache_dir=tmp_path, **SMALL)
+    [saved] = [p for p in tmp_path.iterdir() if p.name.startswith("synthetic-")]
+
+    def must_not_run(**kwargs):
+        raise AssertionError("regenerated instead of loading the saved copy")
+
+    monkeypatch.setattr(synthetic, "make_fine_grained_dataset", must_not_run)
+    second = default_dataset(cache_dir=tmp_path, **SMALL)
+    assert second["train"]["label"][:] == first["train"]["label"][:]
+    assert second["train"].cache_files[0]["filename"].startswith(str(saved))  # on disk: decoding is cacheable
+
+    monkeypatch.undo()
+    default_dataset(cache_dir=tmp_path, **{**SMALL, "seed": 1})
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("synthetic-")]) == 2  # other params, other dir
+    with pytest.raises(TypeError):
+        default_dataset(cache_dir=tmp_path, num_clases=3)

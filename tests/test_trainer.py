@@ -1,0 +1,211 @@
+"""FGSSLTrainer: the objective in a transformers Trainer, momentum/queue bookkeeping, DDP, resume, the CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+from transformers import AutoModel, TrainerCallback, TrainingArguments
+
+from conftest import REPO_ROOT, tiny_fgssl_config
+from modeling import FGSSLForPreTraining, FGSSLModel
+from training.data import collate_uint8
+from training.pretrain import method_config_kwargs, parse_args, run_pretraining
+from training.trainer import FGSSLTrainer, ObjectiveArguments
+
+
+def random_images(n=32, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return Dataset.from_dict({"pixel_values": images.numpy(), "labels": [0] * n}).with_format("torch")
+
+
+def make_trainer(tmp_path, method="fgssl", batch=8, steps=3, accumulation=1, dataset=None, model=None,
+                 objective=None, **args):
+    model = model or FGSSLForPreTraining(tiny_fgssl_config("vit", **method_config_kwargs(method)))
+    settings = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=batch, max_steps=steps,
+        gradient_accumulation_steps=accumulation, learning_rate=1e-3, report_to="none", save_strategy="no",
+        use_cpu=True, remove_unused_columns=False, disable_tqdm=True, logging_steps=1, dataloader_pin_memory=False,
+    )
+    training_args = TrainingArguments(**{**settings, **args})
+    objective = objective or ObjectiveArguments(method=method, synth_warmup_steps=1, synth_ramp_steps=1)
+    return FGSSLTrainer(model=model, args=training_args, objective_args=objective, image_size=32,
+                        train_dataset=dataset or random_images(), data_collator=collate_uint8)
+
+
+@pytest.mark.parametrize(
+    "method, terms",
+    [
+        ("moco", {"loss_ssl"}),
+        ("lcr", {"loss_ssl", "loss_lcr"}),
+        ("fgssl", {"loss_ssl", "loss_recon", "loss_synth", "frac_perturbed", "var_perturbed", "var_kept"}),
+    ],
+)
+def test_each_method_trains_and_logs_its_terms(method, terms, tmp_path):
+    trainer = make_trainer(tmp_path, method)
+    before = [p.detach().clone() for p in trainer.model.fgssl.parameters()]
+    trainer.train()
+    logged = set().union(*(row.keys() for row in trainer.state.log_history))
+    assert terms <= logged
+    changed = [not torch.equal(b, p) for b, p in zip(before, trainer.model.fgssl.parameters())]
+    assert all(changed[:3])
+
+
+def test_fgssl_perturbs_low_variance_dimensions(tmp_path):
+    objective = ObjectiveArguments(method="fgssl", mask_mode="variance", rho_variance=0.25, synth_warmup_steps=0)
+    trainer = make_trainer(tmp_path, "fgssl", objective=objective, steps=2)
+    trainer.train()
+    rows = [r for r in trainer.state.log_history if "frac_perturbed" in r]
+    assert all(abs(r["frac_perturbed"] - 0.25) < 1e-6 for r in rows)
+    assert all(r["var_perturbed"] <= r["var_kept"] for r in rows)
+
+
+def test_gradient_accumulation_gives_one_momentum_update_per_optimiser_step(tmp_path):
+    counts = {}
+    for name, batch, accumulation in (("2xB", 4, 2), ("2B", 8, 1)):
+        trainer = make_trainer(tmp_path / name, batch=batch, accumulation=accumulation, steps=3)
+        calls = []
+        update = trainer.model.update_momentum
+        trainer.model.update_momentum = lambda *a, **k: (calls.append(1), update(*a, **k))
+        trainer.train()
+        counts[name] = (len(calls), int(trainer.model.queue_ptr))
+    # 3 optimiser steps either way: 3 EMA updates and 3 x 8 keys in the queue.
+    assert counts["2xB"] == counts["2B"] == (3, 24)
+
+
+def test_two_processes_stay_in_sync(tmp_path):
+    script = REPO_ROOT / "tests" / "scripts" / "ddp_worker.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+         str(script), str(tmp_path), "3", "4"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r0["world_size"] == 2
+    for key in ("running_var", "running_mean", "online", "momentum", "queue"):
+        torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0)
+    # 3 steps x 2 ranks x 4 keys, and every key of each rank is in the queue.
+    assert r0["queue_ptr"] == r1["queue_ptr"] == 24
+    assert not torch.allclose(r0["local_keys"], r1["local_keys"])
+    for rank in (r0, r1):
+        distance = (rank["local_keys"][:, None] - r0["queue"][None]).abs().amax(-1).min(1).values
+        assert (distance < 1e-6).all()
+
+
+class StopAt(TrainerCallback):
+    """Simulates a run killed mid-way (after a checkpoint was written)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
+    save = dict(save_strategy="steps", save_steps=2)
+    trainer = make_trainer(tmp_path, steps=6, **save)
+    trainer.add_callback(StopAt(3))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert checkpoint.is_dir() and not (tmp_path / "out" / "checkpoint-4").exists()
+    saved = load_file(checkpoint / "model.safetensors")
+
+    resumed = make_trainer(tmp_path, steps=6, **save)
+    seen = {}
+    compute_loss = resumed.compute_loss
+
+    def first_step(model, inputs, *a, **k):
+        if not seen:
+            core = resumed.accelerator.unwrap_model(model)
+            seen.update(step=resumed.state.global_step, queue=core.queue.clone(),
+                        var=core.variance_tracker.running_var.clone())
+        return compute_loss(model, inputs, *a, **k)
+
+    resumed.compute_loss = first_step
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert seen["step"] == 2 and resumed.state.global_step == 6
+    torch.testing.assert_close(seen["queue"], saved["queue"])
+    torch.testing.assert_close(seen["var"], saved["variance_tracker.running_var"])
+    steps = [row["step"] for row in resumed.state.log_history if "loss" in row]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_mismatched_method_and_model_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="decoder"):
+        make_trainer(tmp_path, "fgssl", model=FGSSLForPreTraining(tiny_fgssl_config("vit", use_decoder=False)))
+    with pytest.raises(ValueError, match="screening"):
+        make_trainer(tmp_path, "lcr", model=FGSSLForPreTraining(tiny_fgssl_config("vit", use_decoder=False)))
+
+
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (["--mask_mode", "everything"], "mask_mode"),
+        (["--method", "simclr"], "method"),
+        (["--rho_variance", "1.5"], "rho_variance"),
+        (["--perturbation", "zero"], "perturbation"),
+        (["--synth_fraction", "-0.1"], "synth_fraction"),
+    ],
+)
+def test_invalid_objective_knob_is_refused_at_parse_time(argv, field):
+    with pytest.raises(ValueError, match=field):
+        parse_args(argv)
+
+
+def test_invalid_model_knob_is_refused_before_any_data_work(tmp_path, monkeypatch):
+    import training.pretrain as pretrain
+
+    monkeypatch.setattr(pretrain, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
+    args = parse_args(["--queue_size", "-5", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="queue_size"):
+        run_pretraining(*args)
+
+
+def test_config_file_then_command_line_overrides(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("method: moco\nimage_size: 48\nseed: 3\ndecoder_block_out_channels: [64, 32]\n")
+    model_args, data_args, training_args, objective_args = parse_args([str(config), "--seed", "7"])
+    assert objective_args.method == "moco" and model_args.image_size == 48 and training_args.seed == 7
+    assert model_args.decoder_block_out_channels == [64, 32]
+    with pytest.raises(FileNotFoundError, match="configs/"):
+        parse_args([str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(path):
+    # transformers refuses bf16 on a machine without a GPU at parse time.
+    extra = ["--bf16", "false"] if "gpu" in path.name and not torch.cuda.is_available() else []
+    model_args, data_args, training_args, objective_args = parse_args([str(path), *extra])
+    assert objective_args.method in ("moco", "lcr", "fgssl")
+
+
+def test_short_cub100_run_lowers_the_loss_and_saves_loadable_models(cub100, tmp_path):
+    argv = [
+        "--dataset_name", str(cub100), "--max_train_samples", "48", "--max_eval_samples", "24",
+        "--image_size", "32", "--backbone", "vit-tiny-cpu", "--per_device_train_batch_size", "16",
+        "--max_steps", "30", "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "3",
+        "--save_steps", "1000", "--synth_warmup_steps", "6", "--synth_ramp_steps", "6", "--seed", "0",
+        "--output_dir", str(tmp_path / "run"), "--disable_tqdm", "true", "--report_to", "none",
+    ]
+    results = run_pretraining(*parse_args(argv))
+    out = Path(results["output_dir"])
+    history = json.loads((out / "train_results.json").read_text())
+    assert history["num_train_images"] == 48 and history["skipped_images"] == {"train": 0, "test": 0}
+    state = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())["log_history"]
+    ssl = [row["loss_ssl"] for row in state if "loss_ssl" in row]
+    recon = [row["loss_recon"] for row in state if "loss_recon" in row]
+    assert sum(ssl[-3:]) < sum(ssl[:3]) and sum(recon[-3:]) < sum(recon[:3])
+    assert type(AutoModel.from_pretrained(out)) is FGSSLModel
+    assert type(AutoModel.from_pretrained(out / "encoder")) is FGSSLModel
+    assert (out / "decoder" / "diffusion_pytorch_model.safetensors").is_file()
+    assert Path(results["pictures"]).is_file() and Path(results["curves"]).is_file()
+    assert set(json.loads((out / "eval_results.json").read_text())) >= {"retrieval_map", "knn_top1", "linear_top1"}

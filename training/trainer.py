@@ -1,0 +1,296 @@
+"""`FGSSLTrainer`: a transformers `Trainer` whose `compute_loss` is one training step of METHOD.md.
+
+`compute_loss` reads top to bottom like METHOD.md's "One training step"; each step is a function of
+`training/objective.py`. Once per optimiser step (not per micro-batch) a callback updates the momentum branch and
+pushes the keys of the whole step (gathered from every process) into the queue, so gradient accumulation of
+n x B and steps of n*B do the same MoCo bookkeeping, and every rank holds the same queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from . import objective as obj
+from .augment import TwoViewAugment
+
+METHODS = ("moco", "lcr", "fgssl")
+
+
+@dataclass
+class ObjectiveArguments:
+    """Knobs of the objective (METHOD.md); every [choice] of METHOD.md is one of them."""
+
+    method: str = field(default="fgssl", metadata={"help": f"One of {METHODS}: MoCo v2, LCR, or this method."})
+    temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature tau."})
+    rho_variance: float = field(default=0.25, metadata={"help": "Fraction of dims with lowest running variance (V)."})
+    rho_gradcam: float = field(default=0.25, metadata={"help": "Fraction of dims with lowest Grad-CAM score (G_i)."})
+    mask_mode: str = field(
+        default="union", metadata={"help": f"Nuisance mask: one of {obj.NUISANCE_MASK_MODES}."}
+    )
+    perturbation: str = field(default="gaussian", metadata={"help": f"One of {obj.PERTURBATION_MODES}."})
+    sigma: float = field(default=1.0, metadata={"help": "Gaussian perturbation scale, in running std units."})
+    variance_momentum: float = field(default=0.99, metadata={"help": "EMA momentum of the running variance."})
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the reconstruction loss L_R."})
+    recon_encoder_weight: float = field(
+        default=0.1,
+        metadata={"help": "Scale of L_R's gradient into the encoder through h (0 = decoder only)."},
+    )
+    nu: float = field(default=1.0, metadata={"help": "Weight of the synthesized-pair loss L_Cp."})
+    synth_warmup_steps: int = field(default=50, metadata={"help": "Optimiser steps with L_Cp off (decoder learns)."})
+    synth_ramp_steps: int = field(default=50, metadata={"help": "Steps over which nu ramps from 0 to its value."})
+    synth_fraction: float = field(default=1.0, metadata={"help": "Fraction of the batch that is synthesized."})
+    lcr_weight: float = field(default=0.01, metadata={"help": "LCR: weight of the screening KL term."})
+    crop_scale_min: float = field(default=0.2, metadata={"help": "Random resized crop: smallest area fraction."})
+    color_jitter: float = field(default=0.4, metadata={"help": "Brightness/contrast/saturation jitter (hue = x/4)."})
+    color_jitter_p: float = field(default=0.8, metadata={"help": "Probability of colour jitter."})
+    grayscale_p: float = field(default=0.2, metadata={"help": "Probability of grayscale."})
+    blur_p: float = field(default=0.5, metadata={"help": "Probability of Gaussian blur."})
+    picture_steps: int = field(default=0, metadata={"help": "Write a PNG sheet every N steps (0: at the end only)."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
+        if self.mask_mode not in obj.NUISANCE_MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {obj.NUISANCE_MASK_MODES}, got {self.mask_mode!r}.")
+        if self.perturbation not in obj.PERTURBATION_MODES:
+            raise ValueError(f"perturbation must be one of {obj.PERTURBATION_MODES}, got {self.perturbation!r}.")
+        for name in ("rho_variance", "rho_gradcam", "synth_fraction", "recon_encoder_weight", "color_jitter_p",
+                     "grayscale_p", "blur_p"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}.")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        for name in ("sigma", "alpha", "nu", "lcr_weight", "color_jitter"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("synth_warmup_steps", "synth_ramp_steps", "picture_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0.0 <= self.variance_momentum < 1.0:
+            raise ValueError(f"variance_momentum must be in [0, 1), got {self.variance_momentum}.")
+
+    def augmentation(self, image_size: int) -> TwoViewAugment:
+        j = self.color_jitter
+        return TwoViewAugment(
+            image_size,
+            crop_scale=(self.crop_scale_min, 1.0),
+            jitter=(j, j, j, j / 4),
+            jitter_p=self.color_jitter_p,
+            grayscale_p=self.grayscale_p,
+            blur_p=self.blur_p,
+        )
+
+
+def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """Identity forward; backward multiplies the gradient by `weight` (L_R trains the encoder only a little)."""
+    if weight == 1.0:
+        return x
+    detached = x.detach()
+    return detached if weight == 0.0 else detached + weight * (x - detached)
+
+
+class FGSSLTrainer(Trainer):
+    """Trainer for `FGSSLForPreTraining` with the objective of METHOD.md (`method="fgssl"`) or a baseline.
+
+    Batches hold `pixel_values` as uint8 (decoded and resized once by `training.data`); the two augmented views are
+    drawn on the training device.
+    """
+
+    def __init__(self, model=None, args: TrainingArguments = None, objective_args: ObjectiveArguments = None,
+                 image_size: int | None = None, **kwargs):
+        self.objective_args = objective_args or ObjectiveArguments()
+        oa = self.objective_args
+        config = model.config
+        if oa.method == "fgssl" and model.decoder is None:
+            raise ValueError("method='fgssl' needs a decoder: build the model with FGSSLConfig(use_decoder=True).")
+        if oa.method != "fgssl" and model.decoder is not None:
+            raise ValueError(f"method={oa.method!r} trains no decoder: build the model with use_decoder=False.")
+        if (oa.method == "lcr") != (config.pooling == "screening"):
+            raise ValueError("method='lcr' goes with pooling='screening', and only it.")
+        # The running feature statistics are training state: as a submodule they are checkpointed and resumed
+        # with the model, and DDP keeps them identical across ranks.
+        if not hasattr(model, "variance_tracker"):
+            model.variance_tracker = obj.VarianceTracker(config.hidden_size, oa.variance_momentum)
+        if args is not None:
+            # The objective touches every trainable parameter in every step; DDP's unused-parameter search would
+            # miss those used after the wrapped forward (projector on synthesized images, decoder).
+            args.ddp_find_unused_parameters = False
+        super().__init__(model=model, args=args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        size = image_size or _model_image_size(config)
+        self.augment = oa.augmentation(size).to(self.args.device)
+        self.image_size = size
+        self.pending_keys: list[torch.Tensor] = []
+        self.term_sums: dict[str, float] = defaultdict(float)
+        self.term_count = 0
+        self.pictures: dict[str, torch.Tensor] | None = None
+        self.add_callback(MomentumQueueCallback(self))
+
+    # ------------------------------------------------------------------------------------------------------------
+    # One training step (METHOD.md), read top to bottom.
+    # ------------------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        oa = self.objective_args
+        core = self.accelerator.unwrap_model(model)
+        v1, v2 = self.augment(inputs["pixel_values"])
+
+        # 1. SSL loss. The online pass goes through the (possibly DDP-wrapped) model so gradients synchronise.
+        out = model(pixel_values=v1)
+        h, q = out.pooler_output, out.query
+        k = core.momentum_encode(v2)
+        negatives = core.queue.clone().detach() if core.queue.shape[0] > 0 else None
+        loss_ssl = obj.info_nce(q, k, negatives, oa.temperature)
+        self.pending_keys.append(self.accelerator.gather(k.detach()))
+        loss = loss_ssl
+        terms = {"loss_ssl": loss_ssl.detach()}
+
+        want_pictures = self._picture_step()
+        if oa.method == "lcr":
+            cam = obj.gradcam_map(loss_ssl, out.feature_map)
+            loss_lcr = obj.lcr_loss(out.screening_logits, cam)
+            loss = loss + oa.lcr_weight * loss_lcr
+            terms["loss_lcr"] = loss_lcr.detach()
+            if want_pictures:
+                self._keep_pictures(v1, cam=cam)
+        elif oa.method == "fgssl":
+            loss, fgssl_terms = self._synthesized_pair_terms(core, loss_ssl, v1, h, out.feature_map, want_pictures)
+            terms.update(fgssl_terms)
+        elif want_pictures:
+            self._keep_pictures(v1, cam=obj.gradcam_map(loss_ssl, out.feature_map))
+
+        self._accumulate_terms(terms)
+        return (loss, out) if return_outputs else loss
+
+    def _synthesized_pair_terms(self, core, loss_ssl, v1, h, feature_map, want_pictures):
+        oa = self.objective_args
+        tracker = core.variance_tracker
+        # 2. Variance criterion: running statistics over the stream (all-reduced across processes).
+        tracker.update(h.detach())
+        var_mask = obj.variance_mask(tracker.var, oa.rho_variance)
+        # 3. Grad-CAM criterion from the SSL loss, through the projector only.
+        scores = obj.gradcam_scores(loss_ssl, h)
+        grad_mask = obj.gradcam_mask(scores, oa.rho_gradcam)
+        # 4. Mask and 5. perturbation of a detached copy of h.
+        mask = obj.nuisance_mask(var_mask, grad_mask, oa.mask_mode)
+        h_perturbed = obj.perturb_features(h.detach(), mask, oa.perturbation, oa.sigma, std=tracker.std)
+        # 6. Synthesis and reconstruction loss; L_R reaches the encoder with a small weight.
+        recon = core.decode(scale_grad(h, oa.recon_encoder_weight))
+        loss_recon = obj.reconstruction_loss(recon, v1)
+        loss = loss_ssl + oa.alpha * loss_recon
+        # 7. Synthesized-pair loss on (a fraction of) the batch, once the decoder has warmed up.
+        weight = obj.synth_loss_weight(self.state.global_step, oa.nu, oa.synth_warmup_steps, oa.synth_ramp_steps)
+        terms = {"loss_recon": loss_recon.detach(), "synth_weight": weight}
+        if weight > 0 or want_pictures:
+            idx = obj.synth_subset(h.shape[0], oa.synth_fraction).to(h.device)
+            with torch.no_grad():
+                x_hat = recon[idx].detach()
+                x_hat_perturbed = core.decode(h_perturbed[idx])
+            if weight > 0:
+                q_synth = core.project(core.encode(self._to_input_size(x_hat_perturbed)).pooler_output)
+                k_synth = core.momentum_encode(self._to_input_size(x_hat))
+                loss_synth = obj.info_nce(q_synth, k_synth, None, oa.temperature)
+                # 8. Total.
+                loss = loss + weight * loss_synth
+                terms["loss_synth"] = loss_synth.detach()
+            if want_pictures:
+                self._keep_pictures(v1[idx], recon=x_hat, perturbed=x_hat_perturbed,
+                                    cam=obj.gradcam_map(loss_ssl, feature_map)[idx])
+        terms["frac_perturbed"] = mask.float().mean()
+        var = tracker.var.unsqueeze(0).expand_as(mask)
+        if mask.any():
+            terms["var_perturbed"] = var[mask].mean()
+        if (~mask).any():
+            terms["var_kept"] = var[~mask].mean()
+        return loss, terms
+
+    def _to_input_size(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoded images (S x S) are resized up to the encoder's input size before they are encoded."""
+        if images.shape[-1] == self.image_size:
+            return images
+        return F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Once per optimiser step (called by MomentumQueueCallback.on_step_end)
+    # ------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def momentum_and_queue_step(self):
+        core = self.accelerator.unwrap_model(self.model)
+        core.update_momentum()
+        if self.pending_keys:
+            core.enqueue(torch.cat(self.pending_keys))
+        self.pending_keys = []
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Logging of every loss term, pictures
+    # ------------------------------------------------------------------------------------------------------------
+    def _accumulate_terms(self, terms):
+        for name, value in terms.items():
+            self.term_sums[name] += float(value)
+        self.term_count += 1
+
+    def log(self, logs, *args, **kwargs):
+        if self.term_count and "loss" in logs:
+            logs.update({name: round(total / self.term_count, 5) for name, total in self.term_sums.items()})
+            self.term_sums = defaultdict(float)
+            self.term_count = 0
+        super().log(logs, *args, **kwargs)
+
+    def _picture_step(self) -> bool:
+        every = self.objective_args.picture_steps
+        step = self.state.global_step
+        last = self.state.max_steps and step == self.state.max_steps - 1
+        return self.is_world_process_zero() and ((every > 0 and step % every == 0) or bool(last))
+
+    def _keep_pictures(self, images, recon=None, perturbed=None, cam=None, count: int = 8):
+        pictures = {"input": images[:count].detach().float().cpu()}
+        for name, value in (("reconstruction", recon), ("perturbed", perturbed), ("gradcam", cam)):
+            if value is not None:
+                pictures[name] = value[:count].detach().float().cpu()
+        self.pictures = pictures
+        self.pictures_step = self.state.global_step
+
+    def write_pictures(self, directory: str | Path) -> Path | None:
+        """Save the last kept sheet as PNG: input / reconstruction / perturbed reconstruction / Grad-CAM."""
+        if not self.pictures:
+            return None
+        from .pictures import save_pair_sheet
+
+        path = Path(directory) / f"pairs_step{self.pictures_step:06d}.png"
+        save_pair_sheet(self.pictures, path, title=f"{self.objective_args.method} step {self.pictures_step}")
+        return path
+
+
+class MomentumQueueCallback(TrainerCallback):
+    """Momentum update + enqueue after each optimiser step; PNG sheets when due."""
+
+    def __init__(self, trainer: FGSSLTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.momentum_and_queue_step()
+        every = self.trainer.objective_args.picture_steps
+        if self.trainer.pictures is not None and every > 0 and state.is_world_process_zero:
+            if self.trainer.pictures_step == state.global_step - 1:
+                self.trainer.write_pictures(Path(args.output_dir) / "pictures")
+
+
+def _model_image_size(config) -> int:
+    size = getattr(config.backbone_config, "image_size", 224)
+    return size[0] if isinstance(size, (list, tuple)) else int(size)
+
+
+def objective_summary(objective_args: ObjectiveArguments) -> dict:
+    return asdict(objective_args)
+
+
+__all__ = ["FGSSLTrainer", "ObjectiveArguments", "MomentumQueueCallback", "METHODS", "scale_grad"]
