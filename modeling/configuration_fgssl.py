@@ -37,6 +37,8 @@ class FGSSLConfig(PreTrainedConfig):
         decoder_layers_per_block (`int`, defaults to 1): resnet layers in each up-decoder block.
         decoder_norm_num_groups (`int`, defaults to 8): GroupNorm groups; must divide every block's channels.
         initializer_range (`float`, defaults to 0.02): std of the normal init of the heads.
+        image_size (`int`, *optional*): the resolution the encoder was pre-trained at; evaluation resizes to it
+            by default.
     """
 
     model_type = "fgssl"
@@ -55,6 +57,7 @@ class FGSSLConfig(PreTrainedConfig):
     decoder_layers_per_block: int = 1
     decoder_norm_num_groups: int = 8
     initializer_range: float = 0.02
+    image_size: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -107,6 +110,8 @@ class FGSSLConfig(PreTrainedConfig):
                     f"decoder_block_out_channels: {c} is not divisible by decoder_norm_num_groups="
                     f"{self.decoder_norm_num_groups}; choose channels that are multiples of it."
                 )
+        if self.image_size is not None:
+            _check_int("image_size", self.image_size, 1)
         if not isinstance(self.initializer_range, (int, float)) or self.initializer_range <= 0:
             raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}.")
 

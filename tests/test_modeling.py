@@ -321,6 +321,7 @@ def test_from_pretrained_org_name_through_local_hub_cache(tmp_path):
         ({"decoder_block_out_channels": []}, "decoder_block_out_channels"),
         ({"decoder_block_out_channels": [30, 16], "decoder_norm_num_groups": 8}, "decoder_block_out_channels"),
         ({"initializer_range": 0}, "initializer_range"),
+        ({"image_size": 0}, "image_size"),
     ],
 )
 def test_config_validation(kwargs, field):

@@ -85,6 +85,10 @@ class DataArguments:
     run_evaluation: bool = field(
         default=True, metadata={"help": "Run retrieval / kNN / linear probe at the end when labels exist."}
     )
+    knn_monitor_steps: int = field(
+        default=0, metadata={"help": "Every N steps log an online kNN top-1 on labelled data (0: off)."}
+    )
+    knn_monitor_samples: int = field(default=1000, metadata={"help": "Bank and query images of the kNN monitor."})
 
 
 @dataclass
@@ -137,6 +141,7 @@ def build_model(model_args: ModelArguments, method: str):
         decoder_block_out_channels=list(model_args.decoder_block_out_channels),
         decoder_layers_per_block=model_args.decoder_layers_per_block,
         screening_channels=model_args.screening_channels,
+        image_size=model_args.image_size,
         **method_config_kwargs(method),
     )
     if model_args.model_name_or_path:
@@ -162,9 +167,9 @@ def check_push_possible(training_args) -> None:
     """Refuse `--push_to_hub` before training when it cannot succeed, so no work is lost."""
     if not training_args.push_to_hub:
         return
-    from .push import check_can_push
+    from .push import check_hub_access
 
-    check_can_push(training_args.hub_model_id or Path(training_args.output_dir).name, training_args.hub_token)
+    check_hub_access(training_args.hub_token)
 
 
 def run_pretraining(model_args: ModelArguments, data_args: DataArguments, training_args: PretrainingArguments,
@@ -205,6 +210,8 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
         train_dataset=data.train,
         data_collator=collate_uint8,
     )
+    if data_args.knn_monitor_steps > 0:
+        add_knn_monitor(trainer, data, data_args, model_args.image_size)
     resume = training_args.resume_from_checkpoint
     if resume in (None, "last", "auto") and output_dir.is_dir():
         last = get_last_checkpoint(str(output_dir))
@@ -220,11 +227,32 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
         results.update(save_outputs(trainer, model, data, data_args, model_args, objective_args, train_result,
                                     started))
         if push:
-            from .push import push_to_hub
+            from .push import HubPushError, push_to_hub
 
-            results["hub_url"] = push_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
-                                             token=training_args.hub_token)
+            repo_id = training_args.hub_model_id or output_dir.name
+            try:
+                results["hub_url"] = push_to_hub(output_dir, repo_id, token=training_args.hub_token)
+            except HubPushError as err:  # the run is saved locally: say how to push it later
+                logger.error("%s\nThe model is saved in %s; push it later with: fgssl-push %s %s",
+                             err, output_dir, output_dir, repo_id)
     return results
+
+
+def add_knn_monitor(trainer, data, data_args, image_size: int) -> None:
+    """The optional online kNN monitor: bank from the train split, queries from the eval split (or a train slice)."""
+    from .callbacks import KNNMonitorCallback
+
+    if data.label_column is None:
+        raise ValueError("--knn_monitor_steps needs labels: the dataset has no label column (see --label_column).")
+    n = data_args.knn_monitor_samples
+    train = data.train.shuffle(seed=0)
+    bank = train.select(range(min(n, len(train))))
+    if data.eval is not None:
+        queries = data.eval.select(range(min(n, len(data.eval))))
+    else:
+        half = len(bank) // 2
+        bank, queries = bank.select(range(half)), bank.select(range(half, len(bank)))
+    trainer.add_callback(KNNMonitorCallback(trainer, bank, queries, data_args.knn_monitor_steps, image_size))
 
 
 def save_outputs(trainer, model, data, data_args, model_args, objective_args, train_result, started) -> dict:
@@ -238,15 +266,25 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         model.decoder.save_pretrained(output_dir / "decoder")
     pictures = trainer.write_pictures(output_dir / "pictures")
     curves = plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+    training_config = dict(
+        method=objective_args.method,
+        dataset=data_args.dataset_name or "embedded-synthetic",
+        seed=trainer.args.seed,
+        epochs=trainer.args.num_train_epochs,
+        max_steps=trainer.state.max_steps,
+        batch_size=trainer.args.per_device_train_batch_size * trainer.args.world_size,
+        learning_rate=trainer.args.learning_rate,
+        objective=asdict(objective_args),
+        model=asdict(model_args),
+    )
+    (output_dir / "training_config.json").write_text(json.dumps(training_config, indent=2, default=str))
     metrics = dict(train_result.metrics)
     metrics.update(
         method=objective_args.method,
-        dataset=data_args.dataset_name or "embedded-synthetic",
+        dataset=training_config["dataset"],
         num_train_images=len(data.train),
         skipped_images=data.num_skipped,
         wall_seconds=round(time.time() - started, 1),
-        objective=asdict(objective_args),
-        model=asdict(model_args),
     )
     (output_dir / "train_results.json").write_text(json.dumps(metrics, indent=2, default=str))
     results = {"pictures": str(pictures) if pictures else None, "curves": str(curves) if curves else None,
@@ -258,10 +296,9 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         write_results(eval_results, output_dir)
         results["eval_results"] = str(output_dir / "eval_results.json")
     try:
-        from .card import render_model_card
+        from .card import write_model_card
 
-        render_model_card(output_dir).save(output_dir / "README.md")
-        results["card"] = str(output_dir / "README.md")
+        results["card"] = str(write_model_card(output_dir, dataset_name=training_config["dataset"]))
     except Exception as err:  # a card is a nicety: never lose a finished run over it
         logger.warning("Model card not written: %s", err)
     return results

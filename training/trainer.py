@@ -285,7 +285,7 @@ class MomentumQueueCallback(TrainerCallback):
 
 
 def _model_image_size(config) -> int:
-    size = getattr(config.backbone_config, "image_size", 224)
+    size = config.image_size or getattr(config.backbone_config, "image_size", 224)
     return size[0] if isinstance(size, (list, tuple)) else int(size)
 
 

@@ -25,5 +25,9 @@ def metric_path(name: str) -> str:
 
 
 def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
-    """The repository's `evaluate` module `name` (e.g. "retrieval", "accuracy"), loaded by path."""
+    """The repository's `evaluate` module `name` (e.g. "retrieval", "accuracy"), loaded by path.
+
+    Inputs are kept in memory by default (no Arrow cache files or file locks on disk); kwargs go to evaluate.load.
+    """
+    kwargs.setdefault("keep_in_memory", True)
     return evaluate.load(metric_path(name), **kwargs)

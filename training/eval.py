@@ -1,0 +1,114 @@
+"""fgssl-eval: retrieval, kNN and linear-probe evaluation of a frozen encoder (METHOD.md "Evaluation protocol").
+
+    fgssl-eval --model_name_or_path M --dataset_name D [--protocols retrieval,knn,linear] [--output_dir O]
+               [--image_size S] [--max_train_samples N] [--max_eval_samples N]
+
+M is an fgssl checkpoint, a plain transformers vision backbone folder, or a Hub id. Writes
+O/eval_results.json and O/eval_results.md. The work is done by training.evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from training.evaluation import (
+    KNN_K,
+    KNN_TEMPERATURE,
+    LINEAR_VAL_FRACTION,
+    default_image_size,
+    evaluate_encoder,
+    load_encoder,
+    metric_keys,
+    parse_protocols,
+    write_results,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalArguments:
+    """Command-line arguments of fgssl-eval."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "fgssl checkpoint folder, plain transformers backbone folder (ViT, ConvNeXt...) or Hub id."}
+    )
+    dataset_name: str = field(
+        metadata={"help": "Image folder (train/ and test/ of class folders), save_to_disk folder or Hub dataset id."}
+    )
+    protocols: str = field(default="retrieval,knn,linear", metadata={"help": "Comma-separated: retrieval,knn,linear."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where eval_results.json/.md go (default: <model folder>/eval, or ./eval)."}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Input side S (default: the backbone's image_size, else 224)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the train split."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the test split."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
+    train_split: str = field(default="train", metadata={"help": "Split used as memory bank / probe training data."})
+    eval_split: str | None = field(default=None, metadata={"help": "Test split (default: test, else validation)."})
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "cuda, cuda:1, cpu... (default: cuda if available)."})
+    knn_k: int = field(default=KNN_K, metadata={"help": "Neighbours of the weighted kNN."})
+    knn_temperature: float = field(default=KNN_TEMPERATURE, metadata={"help": "Temperature of the kNN weights."})
+    linear_val_fraction: float = field(
+        default=LINEAR_VAL_FRACTION, metadata={"help": "Part of train held out to choose the probe's C."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the probe's validation split."})
+    chunk_size: int = field(default=256, metadata={"help": "Retrieval queries per similarity block."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes decoding the images (first run only)."})
+
+
+def default_output_dir(model_name_or_path: str) -> Path:
+    """<model folder>/eval for a local model, else ./eval/<hub id with / replaced>."""
+    path = Path(model_name_or_path)
+    return path / "eval" if path.is_dir() else Path("eval") / model_name_or_path.replace("/", "__")
+
+
+def run_eval(args: EvalArguments) -> dict:
+    """Load the encoder and the data, run the protocols, write the results; returns the results dict."""
+    from training.data import load_splits
+
+    protocols = parse_protocols(args.protocols)
+    encoder = load_encoder(args.model_name_or_path)
+    image_size = args.image_size or default_image_size(encoder.config)
+    data = load_splits(
+        args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
+    )
+    results = evaluate_encoder(
+        encoder, data, protocols, batch_size=args.batch_size, device=args.device, image_size=image_size,
+        knn_k=args.knn_k, knn_temperature=args.knn_temperature, linear_val_fraction=args.linear_val_fraction,
+        seed=args.seed, chunk_size=args.chunk_size,
+    )
+    results["settings"].update(
+        model_name_or_path=args.model_name_or_path, dataset_name=args.dataset_name,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+    )
+    results["num_images"]["skipped_unreadable"] = dict(data.num_skipped)
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_name_or_path)
+    json_path, md_path = write_results(results, output_dir)
+    results["output_files"] = [str(json_path), str(md_path)]
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Entry point of fgssl-eval; `argv` (without the program name) defaults to sys.argv[1:]."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=argv)
+    results = run_eval(args)
+    for key in metric_keys(results):
+        print(f"{key}: {results[key]}")
+    print(f"Wrote {' and '.join(results['output_files'])}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""Frozen-encoder evaluation (METHOD.md "Evaluation protocol"): retrieval, weighted kNN and a linear probe.
+
+    load_encoder        an fgssl checkpoint, a plain transformers backbone or a Hub id -> FGSSLModel
+    embed_dataset       a decoded split (training.data) -> features N x C (float32), labels N
+    retrieval_metrics   test split, each image querying all others by cosine similarity: rank-1, rank-5, mAP
+    knn_top1            weighted kNN (k 20, T 0.07, weights exp(sim / T)) with the train split as memory bank
+    linear_probe_top1   logistic regression on frozen train features; C chosen on a validation part of the
+                        train split (never on test), then refit on all of train
+    evaluate_encoder    all of the above -> a results dict; write_results -> eval_results.json + .md
+
+Every encoder is measured the same way: `h`, the mean-pooled final feature map of FGSSLModel. Metrics are the
+repository's `evaluate` modules (training/metrics), loaded by path, offline. Similarity work is chunked
+(chunk x N blocks), so 10,000+ images fit in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from training.augment import eval_transform
+from training.metrics import load_metric
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("retrieval", "knn", "linear")
+#: The metric keys of eval_results.json, per protocol.
+PROTOCOL_METRICS = {
+    "retrieval": ("retrieval_rank1", "retrieval_rank5", "retrieval_map"),
+    "knn": ("knn_top1",),
+    "linear": ("linear_top1",),
+}
+KNN_K = 20
+KNN_TEMPERATURE = 0.07
+#: Inverse regularisation strengths tried by the linear probe (on standardised features).
+LINEAR_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+LINEAR_VAL_FRACTION = 0.2
+RESULTS_JSON = "eval_results.json"
+RESULTS_MD = "eval_results.md"
+
+
+# --------------------------------------------------------------------------------------------- encoder
+
+
+def load_encoder(name_or_path: str, **kwargs):
+    """The encoder `f` (an FGSSLModel) from an fgssl checkpoint, a plain transformers backbone, or a Hub id.
+
+    An fgssl folder (config model_type "fgssl": encoder, classifier or pre-training checkpoint) loads with
+    AutoModel; anything else is taken as a backbone and wrapped with `FGSSLModel.from_backbone_pretrained`,
+    so every encoder is measured with the same mean pooling of its final feature map.
+
+    Raises:
+        OSError: the path is neither a model folder nor a reachable Hub id.
+        ValueError: the checkpoint lacks encoder weights (they would silently stay random).
+    """
+    import modeling  # noqa: F401  (registers the fgssl Auto classes)
+    from modeling import FGSSLModel
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise OSError(
+            f"Cannot load a model config from {name_or_path!r} ({err}). Pass a local folder with config.json "
+            "(an fgssl checkpoint or a transformers vision backbone) or a Hub id with network access."
+        ) from err
+    if config.model_type != "fgssl":
+        return FGSSLModel.from_backbone_pretrained(name_or_path, **kwargs)
+    model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    missing = [k for k in info.get("missing_keys", []) if k.startswith(("backbone.", "screening."))]
+    if missing:
+        raise ValueError(
+            f"{name_or_path} lacks encoder weights {sorted(missing)[:5]}...: evaluating it would measure a random "
+            "encoder. Point --model_name_or_path at a folder written by save_pretrained of an fgssl model."
+        )
+    return model
+
+
+def as_encoder(model_or_path):
+    """An FGSSLModel from a path/Hub id or from any fgssl model (classifier / pre-training: its `.fgssl`)."""
+    if isinstance(model_or_path, (str, Path)):
+        return load_encoder(str(model_or_path))
+    if hasattr(model_or_path, "get_encoder_model"):
+        return model_or_path.get_encoder_model()
+    raise TypeError(
+        f"Expected a path, a Hub id or an fgssl model, got {type(model_or_path).__name__}; wrap a plain backbone "
+        "with FGSSLModel.from_backbone_pretrained."
+    )
+
+
+def default_device() -> torch.device:
+    """The first CUDA device when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_image_size(config, fallback: int = 224) -> int:
+    """The input size a model config (fgssl or plain backbone) was built for (ViT's image_size), else `fallback`."""
+    # An fgssl config records the pre-training resolution; otherwise the backbone's own input size.
+    size = getattr(config, "image_size", None) if hasattr(config, "backbone_config") else None
+    size = size or getattr(getattr(config, "backbone_config", config), "image_size", None)
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    return int(size) if size else fallback
+
+
+@torch.inference_mode()
+def embed_dataset(model, dataset, batch_size: int = 64, device=None, image_size: int | None = None,
+                  desc: str = "Embedding"):
+    """Embed a decoded split with the frozen encoder.
+
+    Args:
+        model: an FGSSLModel (or any fgssl model; its encoder is used).
+        dataset: a datasets.Dataset with "pixel_values" (uint8 3 x S x S) and "labels" (training.data).
+        batch_size: images per forward pass.
+        device: where the model runs (default: CUDA if available).
+        image_size: input side the images are resized to (default: the stored S).
+
+    Returns:
+        (features, labels): float32 numpy N x C (`h`, not normalised) and int64 numpy N.
+    """
+    encoder = as_encoder(model)
+    device = torch.device(device) if device is not None else default_device()
+    encoder.to(device).eval()
+    # Slicing the numpy view reads whole uint8 batches from Arrow (no per-example tensors, no collation).
+    rows = dataset.with_format("numpy", columns=["pixel_values", "labels"])
+    features, labels = [], []
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+        batch = rows[start : start + batch_size]
+        pixels = torch.from_numpy(np.ascontiguousarray(batch["pixel_values"], dtype=np.uint8)).to(device)
+        size = image_size or pixels.shape[-1]
+        h = encoder(pixel_values=eval_transform(pixels, size)).pooler_output
+        features.append(h.float().cpu().numpy())
+        labels.append(np.asarray(batch["labels"], dtype=np.int64))
+    if not features:
+        raise ValueError("The split to embed is empty.")
+    return np.concatenate(features).astype(np.float32), np.concatenate(labels)
+
+
+# --------------------------------------------------------------------------------------------- protocols
+
+
+def retrieval_metrics(features, labels, ks=(1, 5), chunk_size: int = 256) -> dict:
+    """Leave-one-out cosine retrieval over one split (the `retrieval` evaluate module).
+
+    features: N x C; labels: N. Returns retrieval_rank{k}, retrieval_map, retrieval_num_queries and
+    retrieval_num_queries_without_positive (images alone in their class: left out of rank-k and mAP).
+    """
+    scores = load_metric("retrieval").compute(
+        embeddings=np.asarray(features, dtype=np.float32), labels=np.asarray(labels), ks=tuple(ks),
+        chunk_size=chunk_size,
+    )
+    return {f"retrieval_{name}": value for name, value in scores.items()}
+
+
+def knn_predict(bank_features, bank_labels, query_features, k: int = KNN_K, temperature: float = KNN_TEMPERATURE,
+                chunk_size: int = 1024) -> np.ndarray:
+    """Weighted kNN classification (InstDisc / DINO): predicted class of each query (Q,).
+
+    bank_features: M x C with bank_labels M (the memory bank, e.g. the train split); query_features: Q x C.
+    Each query takes its k most cosine-similar bank items; item j votes for its class with weight
+    exp(sim_j / temperature); the class with the largest summed weight wins (ties: the smaller class id).
+    """
+    bank = F.normalize(torch.as_tensor(np.asarray(bank_features), dtype=torch.float32), dim=1)
+    bank_labels = torch.as_tensor(np.asarray(bank_labels), dtype=torch.int64)
+    queries = F.normalize(torch.as_tensor(np.asarray(query_features), dtype=torch.float32), dim=1)
+    num_classes = int(bank_labels.max()) + 1
+    k = min(k, len(bank))
+    predictions = []
+    for start in range(0, len(queries), chunk_size):
+        sims = queries[start : start + chunk_size] @ bank.T  # chunk x M
+        top_sims, top_idx = sims.topk(k, dim=1)
+        weights = (top_sims / temperature).exp()
+        votes = torch.zeros(len(top_sims), num_classes).scatter_add_(1, bank_labels[top_idx], weights)
+        predictions.append(votes.argmax(dim=1))
+    return torch.cat(predictions).numpy()
+
+
+def top1_accuracy(predictions, references) -> float:
+    """Top-1 accuracy through the repository's `accuracy` evaluate module."""
+    return load_metric("accuracy").compute(predictions=np.asarray(predictions), references=np.asarray(references))[
+        "accuracy"
+    ]
+
+
+def knn_top1(train_features, train_labels, test_features, test_labels, k: int = KNN_K,
+             temperature: float = KNN_TEMPERATURE, chunk_size: int = 1024) -> float:
+    """Top-1 accuracy of weighted kNN on the test split with the train split as memory bank."""
+    predictions = knn_predict(train_features, train_labels, test_features, k, temperature, chunk_size)
+    return top1_accuracy(predictions, test_labels)
+
+
+def _fit_logistic(features, labels, c: float, max_iter: int, seed: int):
+    """A fitted StandardScaler + multinomial LogisticRegression (or a constant predictor for one class)."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(labels)) < 2:
+        return DummyClassifier(strategy="most_frequent").fit(features, labels)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
+    with warnings.catch_warnings():
+        # A weakly regularised fit may stop at max_iter; its validation score already accounts for that.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return classifier.fit(features, labels)
+
+
+def validation_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, val) of a seeded split of the train split; stratified when every class can give one image."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    counts = np.unique(labels, return_counts=True)[1]
+    num_val = max(1, int(round(val_fraction * len(labels))))
+    stratify = labels if counts.min() >= 2 and len(counts) <= num_val <= len(labels) - len(counts) else None
+    return train_test_split(np.arange(len(labels)), test_size=num_val, random_state=seed, stratify=stratify)
+
+
+def linear_probe_top1(train_features, train_labels, test_features, test_labels, c_grid=LINEAR_C_GRID,
+                      val_fraction: float = LINEAR_VAL_FRACTION, seed: int = 0, max_iter: int = 1000):
+    """Linear probe on frozen features: choose C on a validation part of train, refit on all train, test once.
+
+    train_features: N x C, train_labels: N; test_features: M x C, test_labels: M.
+    Returns (top1, info) with info = {"linear_c": chosen C, "linear_val_top1": its validation accuracy,
+    "linear_val_scores": {C: validation accuracy}}. The test split is used only for the final score.
+    """
+    train_features, train_labels = np.asarray(train_features), np.asarray(train_labels)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    fit_idx, val_idx = validation_split(train_labels, val_fraction, seed)
+    val_scores = {}
+    for c in sorted(c_grid):
+        classifier = _fit_logistic(train_features[fit_idx], train_labels[fit_idx], c, max_iter, seed)
+        val_scores[float(c)] = float((classifier.predict(train_features[val_idx]) == train_labels[val_idx]).mean())
+    # Ties go to the smallest C (the strongest regularisation).
+    best_c = max(val_scores, key=lambda c: (val_scores[c], -c))
+    classifier = _fit_logistic(train_features, train_labels, best_c, max_iter, seed)
+    top1 = top1_accuracy(classifier.predict(np.asarray(test_features)), test_labels)
+    return top1, {"linear_c": best_c, "linear_val_top1": val_scores[best_c], "linear_val_scores": val_scores}
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def parse_protocols(protocols) -> tuple[str, ...]:
+    """"retrieval,knn" or ["retrieval", "knn"] -> a validated tuple in canonical order."""
+    names = protocols.split(",") if isinstance(protocols, str) else list(protocols)
+    names = [n.strip() for n in names if n and n.strip()]
+    unknown = sorted(set(names) - set(PROTOCOLS))
+    if unknown or not names:
+        raise ValueError(f"Unknown or empty protocols {unknown or names}: choose from {list(PROTOCOLS)}, "
+                         "comma-separated (e.g. --protocols retrieval,knn).")
+    return tuple(p for p in PROTOCOLS if p in names)
+
+
+def _check_labels(labels, split: str):
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"The {split} split has unlabelled images (label -1); retrieval, kNN and the linear "
+                         "probe need class labels (pass --label_column).")
+
+
+def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int = 64, device=None,
+                     image_size: int | None = None, knn_k: int = KNN_K, knn_temperature: float = KNN_TEMPERATURE,
+                     linear_c_grid=LINEAR_C_GRID, linear_val_fraction: float = LINEAR_VAL_FRACTION,
+                     seed: int = 0, chunk_size: int = 256) -> dict:
+    """Run the evaluation protocols on a frozen encoder.
+
+    Args:
+        model_or_path: an fgssl model, or anything `load_encoder` accepts.
+        data: training.data.PreparedData; `data.eval` is the test split, `data.train` the kNN memory bank and
+            the linear probe's training data.
+        protocols: any of "retrieval", "knn", "linear" (a list or a comma-separated string).
+
+    Returns:
+        {metric keys of the chosen protocols (PROTOCOL_METRICS), "settings": {...}, "num_images": {...},
+         "seconds": {...}}; the metric values are floats in [0, 1] (NaN if undefined).
+    """
+    protocols = parse_protocols(protocols)
+    if data.eval is None:
+        raise ValueError("Evaluation needs a test split (data.eval is None); pass --eval_split.")
+    start = step = time.perf_counter()
+    seconds = {}
+    encoder = as_encoder(model_or_path)
+    image_size = image_size or default_image_size(encoder.config, fallback=int(data.eval[0]["pixel_values"].shape[-1]))
+
+    def lap(name):
+        """Record the seconds since the previous lap under `name`."""
+        nonlocal step
+        seconds[name], step = round(time.perf_counter() - step, 3), time.perf_counter()
+
+    test_x, test_y = embed_dataset(encoder, data.eval, batch_size, device, image_size, desc="Embedding test")
+    _check_labels(test_y, "test")
+    num_images = {"test": int(len(test_y))}
+    needs_train = any(p in protocols for p in ("knn", "linear"))
+    if needs_train:
+        train_x, train_y = embed_dataset(encoder, data.train, batch_size, device, image_size, desc="Embedding train")
+        _check_labels(train_y, "train")
+        num_images["train"] = int(len(train_y))
+    lap("embed")
+
+    results, settings = {}, {"protocols": list(protocols), "image_size": int(image_size), "seed": seed}
+    if "retrieval" in protocols:
+        scores = retrieval_metrics(test_x, test_y, ks=(1, 5), chunk_size=chunk_size)
+        results.update({k: scores[k] for k in PROTOCOL_METRICS["retrieval"]})
+        num_images["retrieval_queries"] = scores["retrieval_num_queries"]
+        num_images["retrieval_queries_without_positive"] = scores["retrieval_num_queries_without_positive"]
+        lap("retrieval")
+    if "knn" in protocols:
+        results["knn_top1"] = knn_top1(train_x, train_y, test_x, test_y, knn_k, knn_temperature)
+        settings.update(knn_k=knn_k, knn_temperature=knn_temperature)
+        lap("knn")
+    if "linear" in protocols:
+        results["linear_top1"], info = linear_probe_top1(
+            train_x, train_y, test_x, test_y, linear_c_grid, linear_val_fraction, seed
+        )
+        settings.update(linear_c_grid=[float(c) for c in linear_c_grid], linear_val_fraction=linear_val_fraction,
+                        linear_c=info["linear_c"], linear_val_top1=info["linear_val_top1"])
+        lap("linear")
+    if isinstance(model_or_path, (str, Path)):
+        settings["model_name_or_path"] = str(model_or_path)
+    seconds["total"] = round(time.perf_counter() - start, 3)
+    return {**results, "settings": settings, "num_images": num_images, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def _json_safe(value):
+    """NaN / inf -> None (JSON has no NaN); containers recursively; numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def metric_keys(results: dict) -> list[str]:
+    """The metric entries of a results dict, in the documented order."""
+    return [k for p in PROTOCOLS for k in PROTOCOL_METRICS[p] if k in results]
+
+
+def results_markdown(results: dict) -> str:
+    """A markdown table of the metrics (in %) followed by the settings and image counts."""
+    lines = ["| metric | value (%) |", "| --- | --- |"]
+    for key in metric_keys(results):
+        value = results[key]
+        shown = "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.2f}"
+        lines.append(f"| {key} | {shown} |")
+    for section in ("settings", "num_images", "seconds"):
+        if results.get(section):
+            lines += ["", f"**{section}**: " + ", ".join(f"{k}={v}" for k, v in results[section].items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, output_dir) -> tuple[Path, Path]:
+    """Write eval_results.json and eval_results.md into output_dir (created); returns both paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = output_dir / RESULTS_JSON, output_dir / RESULTS_MD
+    json_path.write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    md_path.write_text(results_markdown(results))
+    return json_path, md_path

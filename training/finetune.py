@@ -1,0 +1,328 @@
+"""fgssl-finetune: fine-grained classification from an fgssl checkpoint (or any backbone) with transformers Trainer.
+
+    fgssl-finetune --model_name_or_path M --dataset_name D --output_dir O [--method lora|full]
+                   [--few_shot_k K --few_shot_seed S] [--image_size S] [TrainingArguments...]
+
+The model is FGSSLForImageClassification: the encoder `f` (mean-pooled `h`) plus a linear head. `--method full`
+trains everything; `--method lora` (default) adds peft LoRA adapters to the backbone's attention / pointwise layers
+(chosen per backbone type, see LORA_TARGET_MODULES) and trains them with the head (`modules_to_save`).
+Outputs: O/adapter (LoRA only), O/merged (LoRA merged into the weights) or O/model (full), and
+O/finetune_results.json with the test accuracy (the repository's `accuracy` evaluate module). With --push_to_hub
+(and --hub_model_id) the token is checked before training and the final model is uploaded with its card
+(training.push.push_to_hub).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from kornia import augmentation as K
+from transformers import HfArgumentParser, Trainer, TrainingArguments
+
+from training.augment import eval_transform, normalize_images
+from training.metrics import load_metric
+
+logger = logging.getLogger(__name__)
+
+#: LoRA target module names per backbone model_type, in order of preference. transformers 5 renamed ViT-family
+#: attention projections to q_proj / v_proj (peft's built-in table still says query / value); both are listed and
+#: the first set present in the model is used.
+LORA_TARGET_MODULES = {
+    "vit": (("q_proj", "v_proj"), ("query", "value")),
+    "dinov2": (("q_proj", "v_proj"), ("query", "value")),
+    "dinov2_with_registers": (("q_proj", "v_proj"), ("query", "value")),
+    "swin": (("q_proj", "v_proj"), ("query", "value")),
+    "convnext": (("pwconv1", "pwconv2"),),
+    "convnextv2": (("pwconv1", "pwconv2"),),
+    "resnet": (("convolution",),),
+}
+FINETUNE_METHODS = ("lora", "full")
+RESULTS_JSON = "finetune_results.json"
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def build_classifier(model_name_or_path: str, num_labels: int, id2label: dict[int, str] | None = None):
+    """FGSSLForImageClassification with a fresh `num_labels`-way head on the encoder of `model_name_or_path`.
+
+    An fgssl checkpoint (encoder, pre-training or classifier) loads its encoder weights; a plain transformers
+    backbone (ViT, ConvNeXt...) is wrapped with fgssl's mean pooling.
+
+    Raises:
+        ValueError: the checkpoint lacks encoder weights (they would silently stay random).
+    """
+    import modeling  # noqa: F401  (registers the fgssl Auto classes)
+    from modeling import FGSSLForImageClassification
+    from transformers import AutoConfig
+
+    id2label = id2label or {i: str(i) for i in range(num_labels)}
+    label_kwargs = dict(num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    if AutoConfig.from_pretrained(model_name_or_path).model_type != "fgssl":
+        return FGSSLForImageClassification.from_backbone_pretrained(model_name_or_path, **label_kwargs)
+    model, info = FGSSLForImageClassification.from_pretrained(
+        model_name_or_path, ignore_mismatched_sizes=True, output_loading_info=True, **label_kwargs
+    )
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("classifier.")]
+    if missing:
+        raise ValueError(
+            f"{model_name_or_path} lacks encoder weights {sorted(missing)[:5]}...: fine-tuning would start from a "
+            "random encoder. Point --model_name_or_path at a folder written by save_pretrained of an fgssl model."
+        )
+    return model
+
+
+def lora_target_modules(model) -> list[str]:
+    """LoRA target module names for the model's backbone type, checked against the modules it really has."""
+    backbone_type = model.config.backbone_config.model_type
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    candidates = LORA_TARGET_MODULES.get(backbone_type, ())
+    for names in candidates:
+        if set(names) <= present:
+            return list(names)
+    raise ValueError(
+        f"No known LoRA target modules for backbone {backbone_type!r} (tried {candidates}); pass "
+        "--lora_target_modules with names of its Linear/Conv layers."
+    )
+
+
+def apply_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.1, target_modules=None):
+    """Wrap the classifier in a peft LoRA model: adapters on the backbone, the head trained in full.
+
+    Only the LoRA matrices and the head (`modules_to_save=["classifier"]`) require grad; the rest is frozen.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout,
+        target_modules=list(target_modules) if target_modules else lora_target_modules(model),
+        modules_to_save=["classifier"],
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_parameter_names(model) -> list[str]:
+    """Names of the parameters that require grad."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def split_labels(dataset) -> np.ndarray:
+    """The "labels" column of a decoded split as an int64 array (N,)."""
+    return np.asarray(dataset.with_format("numpy")["labels"][:], dtype=np.int64)
+
+
+def few_shot_indices(labels, k: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of k images per class (all of a class with fewer), drawn with a seeded generator."""
+    if k < 1:
+        raise ValueError(f"few_shot_k must be >= 1, got {k}.")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
+
+
+class ClassificationCollator:
+    """Batch uint8 examples into normalised pixel_values (B x 3 x S x S float) and labels (B int64).
+
+    train=True adds a light fine-grained augmentation (random resized crop, scale 0.35-1, and horizontal flip);
+    train=False is the deterministic evaluation view (training.augment.eval_transform).
+    """
+
+    def __init__(self, image_size: int, train: bool):
+        self.image_size = int(image_size)
+        self.train = train
+        self.augment = K.AugmentationSequential(
+            K.RandomResizedCrop((self.image_size, self.image_size), scale=(0.35, 1.0), align_corners=False),
+            K.RandomHorizontalFlip(p=0.5),
+        )
+
+    def __call__(self, examples) -> dict[str, torch.Tensor]:
+        from training.data import collate_uint8
+
+        batch = collate_uint8(examples)
+        pixels = batch["pixel_values"]
+        if self.train:
+            pixel_values = normalize_images(self.augment(pixels.float().div(255.0)))
+        else:
+            pixel_values = eval_transform(pixels, self.image_size)
+        return {"pixel_values": pixel_values, "labels": batch["labels"]}
+
+
+def compute_accuracy(eval_prediction) -> dict[str, float]:
+    """Trainer `compute_metrics`: top-1 accuracy of the argmax logits (the repository's accuracy module)."""
+    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return load_metric("accuracy").compute(predictions=np.argmax(logits, axis=-1), references=labels)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+class _EvalCollatorTrainer(Trainer):
+    """Trainer whose evaluation batches use the deterministic view instead of the training augmentation."""
+
+    def __init__(self, *args, eval_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_collator = eval_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        train_collator, self.data_collator = self.data_collator, self.eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def get_test_dataloader(self, test_dataset):
+        train_collator, self.data_collator = self.data_collator, self.eval_collator
+        try:
+            return super().get_test_dataloader(test_dataset)
+        finally:
+            self.data_collator = train_collator
+
+
+def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_dataset, image_size: int) -> Trainer:
+    """Trainer with augmented training batches, deterministic eval batches, and accuracy as the metric."""
+    # Our collators read pixel_values/labels themselves; a PeftModel hides the forward signature Trainer inspects.
+    training_args.remove_unused_columns = False
+    training_args.label_names = ["labels"]
+    return _EvalCollatorTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=ClassificationCollator(image_size, train=True),
+        eval_collator=ClassificationCollator(image_size, train=False),
+        compute_metrics=compute_accuracy,
+    )
+
+
+def save_finetuned(model, output_dir) -> dict[str, str]:
+    """Save the result: for LoRA the adapter (O/adapter) and the merged model (O/merged); else O/model.
+
+    Returns {"adapter": path, "merged": path} or {"model": path}.
+    """
+    from peft import PeftModel
+
+    output_dir = Path(output_dir)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(output_dir / "adapter")
+        merged = model.merge_and_unload()
+        merged.save_pretrained(output_dir / "merged")
+        return {"adapter": str(output_dir / "adapter"), "merged": str(output_dir / "merged")}
+    model.save_pretrained(output_dir / "model")
+    return {"model": str(output_dir / "model")}
+
+
+@dataclass
+class FinetuneArguments:
+    """fgssl-finetune arguments (the optimiser and schedule are transformers TrainingArguments)."""
+
+    model_name_or_path: str = field(metadata={"help": "fgssl checkpoint, plain transformers backbone, or Hub id."})
+    dataset_name: str = field(metadata={"help": "Image folder, save_to_disk folder or Hub dataset id."})
+    method: str = field(default="lora", metadata={"help": "lora (adapters + head) or full (all weights)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "Comma-separated module names (default: chosen for the backbone type)."}
+    )
+    few_shot_k: int | None = field(default=None, metadata={"help": "Keep k labelled training images per class."})
+    few_shot_seed: int = field(default=0, metadata={"help": "Seed of the few-shot draw."})
+    image_size: int | None = field(default=None, metadata={"help": "Input side (default: backbone's, else 224)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of train."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the test split."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
+    train_split: str = field(default="train", metadata={"help": "Training split."})
+    eval_split: str | None = field(default=None, metadata={"help": "Evaluation split (default: test, else validation)."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes decoding the images (first run only)."})
+
+
+def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> dict:
+    """Load data and model, train with Trainer, evaluate, save; returns the results written to finetune_results.json."""
+    from training.data import load_splits
+    from training.evaluation import default_image_size
+
+    if args.method not in FINETUNE_METHODS:
+        raise ValueError(f"--method must be one of {FINETUNE_METHODS}, got {args.method!r}.")
+    push_repo = None
+    if training_args.push_to_hub:
+        from training.push import check_hub_access
+
+        check_hub_access(training_args.hub_token)  # a missing token fails now, not after training
+        push_repo = training_args.hub_model_id or Path(training_args.output_dir).name
+        # We push the final model ourselves (weights, remote code, card), not Trainer's intermediate checkpoints.
+        training_args.push_to_hub = False
+    from transformers import AutoConfig
+
+    import modeling  # noqa: F401  (lets AutoConfig read fgssl configs)
+
+    image_size = args.image_size or default_image_size(AutoConfig.from_pretrained(args.model_name_or_path))
+    data = load_splits(
+        args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
+    )
+    train, train_labels = data.train, split_labels(data.train)
+    if args.few_shot_k:
+        train = train.select(few_shot_indices(train_labels, args.few_shot_k, args.few_shot_seed))
+    num_labels = len(data.label_names) if data.label_names else int(train_labels.max()) + 1
+    id2label = dict(enumerate(data.label_names)) if data.label_names else None
+    model = build_classifier(args.model_name_or_path, num_labels, id2label)
+    if args.method == "lora":
+        targets = args.lora_target_modules.split(",") if args.lora_target_modules else None
+        model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, targets)
+    if training_args.load_best_model_at_end:
+        logger.warning("load_best_model_at_end selects a checkpoint on the eval split; use a validation split for "
+                       "that (--eval_split), never the test split.")
+    trainer = make_trainer(model, training_args, train, data.eval, image_size)
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = trainer.evaluate() if data.eval is not None else {}
+    paths = save_finetuned(trainer.model, training_args.output_dir)
+    results = {
+        "accuracy": metrics.get("eval_accuracy"),
+        "settings": {
+            "model_name_or_path": args.model_name_or_path, "dataset_name": args.dataset_name, "method": args.method,
+            "few_shot_k": args.few_shot_k, "few_shot_seed": args.few_shot_seed, "image_size": image_size,
+            "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
+            "max_steps": training_args.max_steps, "seed": training_args.seed,
+        },
+        "num_images": {"train": len(train), "eval": len(data.eval) if data.eval is not None else 0},
+        "train_loss": train_output.training_loss,
+        "saved": paths,
+    }
+    Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(training_args.output_dir) / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
+    if push_repo is not None:
+        from training.push import push_to_hub
+
+        final_dir = paths.get("merged") or paths["model"]
+        results["pushed"] = push_to_hub(final_dir, push_repo, token=training_args.hub_token,
+                                        private=training_args.hub_private_repo)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Entry point of fgssl-finetune; `argv` (without the program name) defaults to sys.argv[1:]."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
+    # Defaults suited to a frozen-ish backbone plus a new head; every one can be overridden on the command line.
+    parser.set_defaults(learning_rate=5e-4, num_train_epochs=20, per_device_train_batch_size=32, eval_strategy="epoch",
+                        save_strategy="epoch", save_total_limit=1, logging_steps=10, report_to="none")
+    args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    results = run_finetune(args, training_args)
+    print(f"accuracy: {results['accuracy']}")
+    print(f"Saved {results['saved']} and {Path(training_args.output_dir) / RESULTS_JSON}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

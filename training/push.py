@@ -1,0 +1,171 @@
+"""fgssl-push: upload a saved model folder (weights, config, remote code, model card) to the Hugging Face Hub.
+
+    fgssl-push <dir> <repo_id> [--private] [--token T] [--commit_message M] [--no_card]
+
+`push_to_hub(dir, repo_id, ...)` is the library function the pre-training and fine-tuning CLIs call after
+saving locally; `check_hub_access()` is what they call BEFORE training when asked to push, so that a missing
+token fails in seconds instead of after hours. Both raise HubPushError with the cause and the fix; the local
+files are never touched by a failed push.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
+
+NO_TOKEN_MESSAGE = (
+    "No Hugging Face token found, so nothing can be pushed to the Hub. Log in with `hf auth login` or set the "
+    "HF_TOKEN environment variable (a token with write access), or pass --token."
+)
+OFFLINE_MESSAGE = (
+    "HF_HUB_OFFLINE is set, so the Hub cannot be reached. Unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) to push."
+)
+#: Folders and files that are local training state, not part of the published model.
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.pth", "optimizer.*", "scheduler.*",
+                   "rng_state*", "trainer_state.json", "training_args.bin", ".git/**", "__pycache__/**"]
+
+
+class HubPushError(RuntimeError):
+    """Pushing to the Hub is impossible (no token, offline, unreachable, refused); the message says how to fix it."""
+
+
+def _network_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the Hub could not be reached" (huggingface_hub's HTTP client raises its own)."""
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError, HfHubHTTPError]
+    for module_name in ("httpx2", "httpx", "requests"):
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        error = getattr(module, "HTTPError", None) or getattr(module, "RequestException", None)
+        if error is not None:
+            types.append(error)
+    return tuple(types)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def check_hub_access(token: str | None = None, check_network: bool = False) -> str:
+    """The token to push with, or HubPushError before any work starts.
+
+    Checks (in order) that a token exists (argument, HF_TOKEN or `hf auth login`) and that offline mode is off;
+    with check_network=True it also asks the Hub who the token belongs to (fails when unreachable or invalid).
+    """
+    token = token or get_token()
+    if not token:
+        raise HubPushError(NO_TOKEN_MESSAGE)
+    if _offline():
+        raise HubPushError(OFFLINE_MESSAGE)
+    if check_network:
+        try:
+            HfApi(token=token).whoami()
+        except _network_error_types() as err:
+            raise HubPushError(
+                f"Cannot reach the Hugging Face Hub or the token was refused ({type(err).__name__}: {err}). Check "
+                "the network and that the token is valid (`hf auth whoami`)."
+            ) from err
+    return token
+
+
+def ensure_remote_code(folder) -> list[str]:
+    """Copy the fgssl modeling files into `folder` when its config.json auto_map needs them and they are missing.
+
+    save_pretrained of an fgssl model already writes them; this covers folders assembled by hand. Returns the
+    names copied.
+    """
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if config.get("model_type") != "fgssl":
+        return []
+    import modeling
+
+    source = Path(modeling.__file__).resolve().parent
+    copied = []
+    for name in ("configuration_fgssl.py", "modeling_fgssl.py", "decoder_fgssl.py"):
+        if not (folder / name).is_file():
+            shutil.copy2(source / name, folder / name)
+            copied.append(name)
+    return copied
+
+
+def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool | None = None,
+                commit_message: str | None = None, write_card: bool = True, card_kwargs: dict | None = None,
+                revision: str | None = None) -> str:
+    """Upload `folder` (weights, config, remote code, README.md card) to the model repo `repo_id`.
+
+    The token is checked first (before anything is written or sent). A model card is rendered into the folder when
+    it has none and write_card is True (card_kwargs go to training.card.write_model_card). Training state
+    (checkpoint-*, optimizer files, runs/) is not uploaded.
+
+    Returns:
+        the URL of the commit.
+
+    Raises:
+        FileNotFoundError: `folder` does not exist.
+        HubPushError: no token, offline mode, or the Hub unreachable / refusing; the local folder is unchanged
+            except for an added card or remote code, and the message says how to retry.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder; pass the directory written by save_pretrained.")
+    token = check_hub_access(token)
+    ensure_remote_code(folder)
+    if write_card and not (folder / "README.md").is_file():
+        from training.card import write_model_card
+
+        write_model_card(folder, repo_id=repo_id, **(card_kwargs or {}))
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
+            commit_message=commit_message or f"Upload fgssl model from {folder.name}",
+            ignore_patterns=IGNORE_PATTERNS,
+        )
+    except _network_error_types() as err:
+        raise HubPushError(
+            f"Could not push {folder} to {repo_id} ({type(err).__name__}: {err}). The files are safe in {folder}; "
+            f"retry with `fgssl-push {folder} {repo_id}` once the Hub is reachable and the token can write there."
+        ) from err
+    return str(getattr(commit, "commit_url", commit))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fgssl-push", description="Upload a saved fgssl model folder to the Hub.")
+    parser.add_argument("folder", help="Folder written by save_pretrained (fgssl-pretrain / fgssl-finetune output).")
+    parser.add_argument("repo_id", help="Hub model repository, e.g. your-name/fgssl-vit-cub.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`).")
+    parser.add_argument("--commit_message", default=None, help="Commit message.")
+    parser.add_argument("--no_card", action="store_true", help="Do not write a README.md model card.")
+    parser.add_argument("--dataset_name", default=None, help="Pre-training data named on the card.")
+    parser.add_argument("--base_model", default=None, help="Hub id of the backbone weights the model started from.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Entry point of fgssl-push; exits with status 1 and the reason when the push is impossible."""
+    args = build_parser().parse_args(argv)
+    card_kwargs = {k: v for k, v in (("dataset_name", args.dataset_name), ("base_model", args.base_model)) if v}
+    try:
+        url = push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
+                          commit_message=args.commit_message, write_card=not args.no_card, card_kwargs=card_kwargs)
+    except (HubPushError, FileNotFoundError) as err:
+        print(f"fgssl-push: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+    print(f"Pushed {args.folder} to {url}")
+    return url
+
+
+if __name__ == "__main__":
+    main()
