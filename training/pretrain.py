@@ -64,7 +64,11 @@ class ModelArguments:
     momentum: float = field(default=0.99, metadata={"help": "EMA momentum of the key encoder."})
     queue_size: int = field(default=0, metadata={"help": "MoCo queue length K; 0 = in-batch negatives."})
     decoder_base_size: int = field(default=4)
-    decoder_block_out_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 32])
+    decoder_block_out_channels: list[int] = field(
+        default_factory=lambda: [32, 16, 8],
+        metadata={"help": "Decoder blocks; S = decoder_base_size * 2**(n-1). [32, 16, 8] (S=16) keeps the decoder "
+                          "under 15 % of a moco step on CPU (benchmarks/results/step_cost_*)."},
+    )
     decoder_layers_per_block: int = field(default=1)
     screening_channels: int = field(default=4, metadata={"help": "LCR screening channels."})
 
@@ -282,6 +286,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
     metrics.update(
         method=objective_args.method,
         dataset=training_config["dataset"],
+        global_step=trainer.state.global_step,
         num_train_images=len(data.train),
         skipped_images=data.num_skipped,
         wall_seconds=round(time.time() - started, 1),

@@ -1,0 +1,472 @@
+"""Accuracy benchmark on cub100: moco, lcr, fgssl and fgssl with the random mask, from scratch, several seeds.
+
+    # the full comparison (hours on 2 CPU cores; resumable: re-running continues where it stopped)
+    python benchmarks/cub100.py --methods moco,lcr,fgssl,fgssl-random --seeds 0,1,2
+    # choose epochs first: moco (+ fgssl, the slowest) and the random-init encoder, one seed; prints whether moco
+    # clearly learns (linear_top1 >= random init + 5 points) and how long each run took
+    python benchmarks/cub100.py --calibrate --calibrate_methods fgssl --extra="--num_train_epochs 30"
+    # what would run, without running it
+    python benchmarks/cub100.py --dry_run
+
+Every pre-training run is a subprocess `python -m training.pretrain <config> <extra> --method M --seed S
+--output_dir <runs_dir>/<budget>/<method>-seed<S>`, so a crash or a kill loses only that run; a run whose
+eval_results.json exists is skipped, one with checkpoints is resumed by pretrain itself. The evaluation is the
+run's own final evaluation (pretrain evaluates the LAST checkpoint on the test split with the fixed protocol of
+METHOD.md; the linear probe chooses its C on a validation part of the train split): nothing is selected on test.
+
+Budgets:
+  equal_epochs  every method trains for the config's epochs (the issue's "same number of epochs").
+  equal_time    every method other than --equal_time_reference (default moco) is trained AGAIN from scratch with
+                --max_steps = reference steps x (reference seconds per step / method seconds per step), the
+                seconds per step measured on the equal_epochs runs (mean over seeds, training time only), so its
+                training takes as long as the reference's and its learning-rate schedule still completes. With
+                --equal_time_reference fgssl the cheaper methods get MORE steps instead (the stronger baseline).
+  random_init   the untrained encoder of the same config (built with the same seed, mean pooling), evaluated the
+                same way; one row per seed.
+
+Outputs in --out (default benchmarks/results/cub100): results.json (every run: metrics, steps, times, paths),
+results.md (mean ± std per method and budget, seeds, the goal check, total time), results.png (bars with seed
+std), and the per-run logs stay in the run folders (under outputs/, ignored by git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `training`, `modeling` and `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.summarize import METRICS, write_summary  # noqa: E402
+
+DEFAULT_CONFIG = "configs/cub100_cpu.yaml"
+#: Benchmark method name -> pretrain arguments.
+METHOD_ARGS = {
+    "moco": ["--method", "moco"],
+    "lcr": ["--method", "lcr"],
+    "fgssl": ["--method", "fgssl"],
+    "fgssl-random": ["--method", "fgssl", "--mask_mode", "random"],
+}
+#: The issue's bar for "moco clearly learns": linear_top1 this many points above the random-init encoder.
+CALIBRATION_MARGIN = 0.05
+RUN_ARGS_FILE = "bench_args.json"
+
+
+@dataclass
+class RunSpec:
+    """One pre-training run (or the random-init evaluation) of the benchmark."""
+
+    method: str
+    seed: int
+    budget: str  # equal_epochs | equal_time | random_init
+    run_dir: Path
+    max_steps: int | None = None
+
+    @property
+    def name(self) -> str:
+        steps = f" ({self.max_steps} steps)" if self.max_steps else ""
+        return f"{self.budget}/{self.method}/seed{self.seed}{steps}"
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
+def run_dir_for(runs_dir: Path, budget: str, method: str, seed: int) -> Path:
+    return Path(runs_dir) / budget / f"{method}-seed{seed}"
+
+
+def pretrain_argv(config: str, extra: list[str], spec: RunSpec) -> list[str]:
+    """Arguments of training.pretrain for a run: the config, the overrides, then what the benchmark fixes."""
+    if spec.method not in METHOD_ARGS:
+        raise ValueError(f"Unknown method {spec.method!r}; choose from {', '.join(METHOD_ARGS)}.")
+    argv = [config, *extra, *METHOD_ARGS[spec.method], "--seed", str(spec.seed), "--output_dir", str(spec.run_dir)]
+    if spec.max_steps is not None:
+        argv += ["--max_steps", str(spec.max_steps)]
+    return argv
+
+
+def check_run_dir(spec: RunSpec, argv: list[str], write: bool = True) -> None:
+    """Refuse to resume or reuse a run folder that was started with different arguments (a changed --extra);
+    record the arguments of a new one (when `write`)."""
+    record = spec.run_dir / RUN_ARGS_FILE
+    if record.is_file():
+        previous = json.loads(record.read_text())["argv"]
+        if previous != argv:
+            raise SystemExit(
+                f"{spec.run_dir} holds a run started with different arguments:\n  before: {shlex.join(previous)}\n"
+                f"  now:    {shlex.join(argv)}\nUse another --runs_dir (or delete that folder) to start over."
+            )
+    elif write:
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"argv": argv}, indent=2) + "\n")
+
+
+def _last_global_step(run_dir: Path) -> int | None:
+    """The global step of the latest checkpoint-*/trainer_state.json (pretrain's final save writes none)."""
+    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return int(json.loads(states[-1].read_text())["global_step"]) if states else None
+
+
+def collect_record(spec: RunSpec) -> dict:
+    """The record of a finished run from the files it wrote (train_results.json, eval_results.json, logs)."""
+    record = {"method": spec.method, "seed": spec.seed, "budget": spec.budget, "run_dir": str(spec.run_dir),
+              "max_steps": spec.max_steps}
+    meta_path = spec.run_dir / "bench_meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    record.update({k: meta.get(k) for k in ("process_seconds", "resumed", "command")})
+    eval_path = spec.run_dir / "eval_results.json"
+    train_path = spec.run_dir / "train_results.json"
+    if not eval_path.is_file():
+        record.update(status="failed", error=meta.get("error") or f"no {eval_path}")
+        return record
+    evaluation = json.loads(eval_path.read_text())
+    record["metrics"] = {m: evaluation.get(m) for m in METRICS}
+    record["linear_c"] = evaluation.get("settings", {}).get("linear_c")
+    if train_path.is_file():
+        train = json.loads(train_path.read_text())
+        record.update(train_runtime=train.get("train_runtime"), wall_seconds=train.get("wall_seconds"),
+                      train_loss=train.get("train_loss"), epoch=train.get("epoch"),
+                      num_train_images=train.get("num_train_images"))
+    config_path = spec.run_dir / "training_config.json"  # pretrain's record of the run (planned max_steps)
+    planned = json.loads(config_path.read_text()).get("max_steps") if config_path.is_file() else None
+    record["global_step"] = _last_global_step(spec.run_dir) or meta.get("global_step") or planned
+    if record.get("train_runtime") and record.get("global_step"):
+        record["seconds_per_step"] = record["train_runtime"] / record["global_step"]
+    record["status"] = "done"
+    return record
+
+
+def launch(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False,
+           keep_checkpoints: bool = False) -> dict:
+    """Run one pre-training subprocess unless its evaluation already exists; return its record."""
+    argv = pretrain_argv(config, extra, spec)
+    command = [sys.executable, "-m", "training.pretrain", *argv]
+    if (spec.run_dir / "eval_results.json").is_file():
+        check_run_dir(spec, argv, write=False)
+        print(f"[skip] {spec.name}: {spec.run_dir}/eval_results.json exists", flush=True)
+        return collect_record(spec)
+    if dry_run:
+        print(f"[dry run] {spec.name}: {shlex.join(command)}", flush=True)
+        return {"method": spec.method, "seed": spec.seed, "budget": spec.budget, "status": "dry_run",
+                "command": shlex.join(command)}
+    check_run_dir(spec, argv)
+    resumed = any(spec.run_dir.glob("checkpoint-*"))
+    print(f"[run] {spec.name}{' (resuming)' if resumed else ''}: log in {spec.run_dir}/log.txt", flush=True)
+    started = time.time()
+    with open(spec.run_dir / "log.txt", "a") as log:
+        log.write(f"\n$ {shlex.join(command)}\n")
+        log.flush()
+        code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    meta = {"process_seconds": round(time.time() - started, 1), "resumed": resumed, "command": shlex.join(command),
+            "returncode": code}
+    if code != 0:
+        meta["error"] = f"exit code {code}; see {spec.run_dir}/log.txt"
+    meta["global_step"] = _last_global_step(spec.run_dir)
+    if code == 0 and not keep_checkpoints:
+        # The final model, encoder and decoder stay; the Trainer checkpoints (optimizer state) only served resuming.
+        for checkpoint in spec.run_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    (spec.run_dir / "bench_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    record = collect_record(spec)
+    shown = ", ".join(f"{m}={100 * v:.2f}" for m, v in record.get("metrics", {}).items() if v is not None)
+    print(f"      {record['status']} in {meta['process_seconds'] / 60:.1f} min {shown}", flush=True)
+    return record
+
+
+# --------------------------------------------------------------------------------------------- random init
+
+
+def evaluate_random_init(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False) -> dict:
+    """Evaluate the untrained encoder of the config (mean pooling, initialised with the run's seed)."""
+    argv = random_init_argv(config, extra, spec)
+    if (spec.run_dir / "eval_results.json").is_file():
+        check_run_dir(spec, argv, write=False)
+        print(f"[skip] {spec.name}: {spec.run_dir}/eval_results.json exists", flush=True)
+    elif dry_run:
+        print(f"[dry run] {spec.name}: evaluate the untrained encoder of {config} {shlex.join(extra)}", flush=True)
+        return {"method": spec.method, "seed": spec.seed, "budget": spec.budget, "status": "dry_run"}
+    else:
+        check_run_dir(spec, argv)
+        print(f"[run] {spec.name}", flush=True)
+        started = time.time()
+        random_init_evaluation(argv, spec.run_dir)
+        meta = {"process_seconds": round(time.time() - started, 1), "resumed": False, "command": "in-process"}
+        (spec.run_dir / "bench_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    record = collect_record(spec)
+    record.update(train_runtime=0.0, global_step=0)
+    return record
+
+
+def random_init_argv(config: str, extra: list[str], spec: RunSpec) -> list[str]:
+    """Pretrain arguments whose (untrained) model is the random-init encoder: moco, i.e. mean pooling."""
+    return [config, *extra, "--method", "moco", "--seed", str(spec.seed), "--output_dir", str(spec.run_dir)]
+
+
+def random_init_model(pretrain_argv_: list[str]):
+    """The model pretrain would build for these arguments (same config and seed), untrained, and its data.
+
+    Returns (FGSSLForPreTraining, model_args, data): data is training.data.PreparedData of the config's dataset.
+    """
+    from transformers import set_seed
+
+    from training.data import load_splits
+    from training.pretrain import build_model, parse_args
+
+    model_args, data_args, training_args, objective_args = parse_args(pretrain_argv_)
+    set_seed(training_args.seed)
+    model = build_model(model_args, objective_args.method)
+    dataset = data_args.dataset_name
+    if dataset and not Path(dataset).is_absolute() and (REPO / dataset).exists():
+        dataset = str(REPO / dataset)  # config paths are relative to the repo root, where the subprocess runs run
+    data = load_splits(dataset, model_args.image_size, image_column=data_args.image_column,
+                       label_column=data_args.label_column, max_train_samples=data_args.max_train_samples,
+                       max_eval_samples=data_args.max_eval_samples, train_split=data_args.train_split,
+                       eval_split=data_args.eval_split)
+    return model, model_args, data
+
+
+def random_init_evaluation(pretrain_argv_: list[str], output_dir: Path) -> dict:
+    """Evaluate the untrained encoder with the fixed protocol; writes eval_results.json/.md into output_dir."""
+    from training.evaluation import evaluate_encoder, write_results
+
+    model, model_args, data = random_init_model(pretrain_argv_)
+    results = evaluate_encoder(model.fgssl, data, image_size=model_args.image_size)
+    write_results(results, output_dir)
+    return results
+
+
+# --------------------------------------------------------------------------------------------- equal time
+
+
+def seconds_per_step(records: list[dict], method: str) -> float | None:
+    """Mean training seconds per optimiser step of a method's equal-epoch runs (resumed runs left out if possible)."""
+    done = [r for r in records if r["method"] == method and r["budget"] == "equal_epochs"
+            and r.get("status") == "done" and r.get("seconds_per_step")]
+    fresh = [r for r in done if not r.get("resumed")] or done
+    return sum(r["seconds_per_step"] for r in fresh) / len(fresh) if fresh else None
+
+
+def equal_time_steps(records: list[dict], method: str, reference: str,
+                     step_cost: dict[str, float] | None = None) -> int | None:
+    """Steps that give `method` the training time of `reference`'s equal-epoch runs (None until both ran).
+
+    The seconds per step are the measured ones (mean over the equal-epoch runs) unless `step_cost` gives relative
+    costs per method (e.g. step_cost.py's "x moco" column: {"moco": 1, "fgssl": 1.76, ...}); use that when the
+    machine was shared during the runs, since contention can change the measured step times many times over.
+    """
+    ref = [r for r in records if r["method"] == reference and r["budget"] == "equal_epochs"
+           and r.get("status") == "done" and r.get("global_step")]
+    if step_cost and method in step_cost and reference in step_cost:
+        ref_rate, rate = step_cost[reference], step_cost[method]
+    else:
+        ref_rate, rate = seconds_per_step(records, reference), seconds_per_step(records, method)
+    if not ref or ref_rate is None or rate is None:
+        return None
+    ref_steps = sum(r["global_step"] for r in ref) / len(ref)
+    return max(1, int(round(ref_steps * ref_rate / rate)))
+
+
+def started_max_steps(run_dir: Path) -> int | None:
+    """The --max_steps a run folder was started with (from its bench_args.json), if any."""
+    record = Path(run_dir) / RUN_ARGS_FILE
+    if not record.is_file():
+        return None
+    argv = json.loads(record.read_text())["argv"]
+    # The last --max_steps wins (the benchmark's own comes after the config and --extra).
+    positions = [i for i, a in enumerate(argv[:-1]) if a == "--max_steps"]
+    return int(argv[positions[-1] + 1]) if positions else None
+
+
+def resolve_path(path: str, base: Path = REPO) -> Path:
+    """An absolute path: as given if it exists from the current folder, else relative to `base` (the repo)."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate.resolve()
+    return (base / candidate).resolve()
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def parse_cli(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="moco,lcr,fgssl,fgssl-random",
+                        help=f"Comma-separated, from {', '.join(METHOD_ARGS)}.")
+    parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (at least 3 for the issue).")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="Pretrain config file (relative to the repo).")
+    parser.add_argument("--extra", default="", help='Pretrain overrides, e.g. --extra="--num_train_epochs 30 '
+                                                    '--queue_size 1024" (one quoted string, written with =; applied '
+                                                    'to every run, random init included).')
+    parser.add_argument("--out", default="benchmarks/results/cub100", help="Where results.json/.md/.png go.")
+    parser.add_argument("--runs_dir", default="outputs/bench/cub100", help="Run folders (keep under outputs/).")
+    parser.add_argument("--equal_time_reference", default="moco",
+                        help="Method whose training time the equal_time runs match; 'none' skips them.")
+    parser.add_argument("--step_cost", default="",
+                        help="Relative cost of one step per method for the equal_time runs, e.g. "
+                             "'moco=1,lcr=1.36,fgssl=1.76,fgssl-random=1.76' (benchmarks/step_cost.py); default: the "
+                             "seconds per step measured on the equal_epochs runs (unreliable on a shared machine).")
+    parser.add_argument("--no_random_init", action="store_true", help="Skip the random-init rows.")
+    parser.add_argument("--keep_checkpoints", action="store_true",
+                        help="Keep the Trainer checkpoints of finished runs (default: deleted, ~35 MB each; the final "
+                             "model, encoder and decoder are always kept).")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="Only moco (+ --calibrate_methods) and random init for the first seed; print whether moco "
+                             "clearly learns and each run's time.")
+    parser.add_argument("--calibrate_methods", default="moco",
+                        help="With --calibrate: methods to time besides moco (e.g. moco,fgssl: fgssl is the slowest).")
+    parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
+    parser.add_argument("--title", default="cub100: moco vs lcr vs fgssl vs fgssl-random (from scratch, 2 CPU cores)")
+    args = parser.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHOD_ARGS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHOD_ARGS)}")
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    try:
+        args.step_cost = {k.strip(): float(v) for k, v in (item.split("=") for item in args.step_cost.split(",")
+                                                           if item.strip())}
+    except ValueError:
+        parser.error(f"--step_cost must look like 'moco=1,fgssl=1.8', got {args.step_cost!r}")
+    args.calibrate_methods = [m.strip() for m in args.calibrate_methods.split(",") if m.strip()]
+    unknown = [m for m in args.calibrate_methods if m not in METHOD_ARGS]
+    if unknown:
+        parser.error(f"unknown --calibrate_methods {unknown}; choose from {', '.join(METHOD_ARGS)}")
+    args.extra = shlex.split(args.extra)
+    if args.equal_time_reference != "none" and args.equal_time_reference not in args.methods:
+        parser.error(f"--equal_time_reference {args.equal_time_reference} is not among --methods (or pass none)")
+    config = resolve_path(args.config)
+    if not config.is_file():
+        parser.error(f"config {args.config} not found (relative paths: from here or from the repo root)")
+    # Absolute paths: the runs execute in the repo root, whatever the current folder is.
+    args.config = str(config)
+    args.out, args.runs_dir = resolve_path(args.out), resolve_path(args.runs_dir)
+    return args
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Equal-epoch runs (seed by seed), random init, then equal-time runs; returns {"runs": [...], ...}."""
+    started = time.time()
+    runs_dir, records = Path(args.runs_dir), []
+    for seed in args.seeds:
+        for method in args.methods:
+            spec = RunSpec(method, seed, "equal_epochs", run_dir_for(runs_dir, "equal_epochs", method, seed))
+            records.append(launch(spec, args.config, args.extra, args.dry_run, args.keep_checkpoints))
+    if not args.no_random_init:
+        for seed in args.seeds:
+            spec = RunSpec("random-init", seed, "random_init", run_dir_for(runs_dir, "random_init", "random-init", seed))
+            records.append(evaluate_random_init(spec, args.config, args.extra, args.dry_run))
+    reference = args.equal_time_reference
+    if reference != "none":
+        for seed in args.seeds:
+            for method in args.methods:
+                if method == reference:
+                    continue
+                run_dir = run_dir_for(runs_dir, "equal_time", method, seed)
+                # A started run keeps the step count it was started with (timings of later runs may shift it).
+                steps = started_max_steps(run_dir) or equal_time_steps(records, method, reference, args.step_cost)
+                if steps is None and args.dry_run:
+                    print(f"[dry run] equal_time/{method}/seed{seed}: --max_steps set from the measured step times "
+                          f"of the equal_epochs runs of {method} and {reference}", flush=True)
+                    continue
+                if steps is None:
+                    print(f"[skip] equal_time/{method}/seed{seed}: needs finished equal_epochs runs of {method} "
+                          f"and {reference}", flush=True)
+                    continue
+                spec = RunSpec(method, seed, "equal_time", run_dir, steps)
+                records.append(launch(spec, args.config, args.extra, args.dry_run, args.keep_checkpoints))
+        # The reference's own equal-epoch runs are its equal-time row.
+        records += [{**r, "budget": "equal_time"} for r in records
+                    if r["method"] == reference and r["budget"] == "equal_epochs" and r.get("status") == "done"]
+    return {"runs": records, "benchmark_seconds": round(time.time() - started, 1)}
+
+
+def calibrate(args: argparse.Namespace) -> dict:
+    """moco (and --calibrate_methods) for the first seed plus the random-init encoder: does moco clearly learn
+    (linear_top1 >= random init + 5 points), and how long does each run take?"""
+    seed, runs_dir = args.seeds[0], Path(args.runs_dir) / "calibrate"
+    tag = "default" if not args.extra else "_".join(a.lstrip("-") for a in args.extra).replace("/", "_")[:80]
+    timed = {method: launch(RunSpec(method, seed, "equal_epochs", runs_dir / tag / f"{method}-seed{seed}"),
+                            args.config, args.extra, args.dry_run, args.keep_checkpoints)
+             for method in dict.fromkeys(["moco", *args.calibrate_methods])}
+    moco = timed["moco"]
+    rand = evaluate_random_init(RunSpec("random-init", seed, "random_init", runs_dir / tag / f"random-init-seed{seed}"),
+                                args.config, args.extra, args.dry_run)
+    if args.dry_run:
+        return {"runs": timed, "random_init": rand}
+    verdict = {"config": str(args.config), "extra": args.extra, "seed": seed, "runs": timed, "random_init": rand}
+    if moco.get("status") == "done" and rand.get("status") == "done":
+        gain = moco["metrics"]["linear_top1"] - rand["metrics"]["linear_top1"]
+        verdict.update(linear_gain=gain, learns=bool(gain >= CALIBRATION_MARGIN))
+        print(f"\nCalibration ({args.config} {shlex.join(args.extra)}), seed {seed}:")
+        finished = {m: r for m, r in timed.items() if r.get("status") == "done"}
+        for metric in METRICS:
+            shown = "   ".join(f"{m} {100 * r['metrics'][metric]:6.2f}" for m, r in finished.items())
+            print(f"  {metric:>16}: {shown}   random init {100 * rand['metrics'][metric]:6.2f}")
+        print(f"  moco linear_top1 - random init = {100 * gain:+.2f} points -> "
+              f"{'LEARNS' if verdict['learns'] else 'does NOT clearly learn'} (bar: +{100 * CALIBRATION_MARGIN:.0f})")
+    for method, run in timed.items():
+        if run.get("status") == "done":
+            print(f"  {method}: {run.get('global_step')} steps, training {(run.get('train_runtime') or 0) / 60:.1f} "
+                  f"min, whole run {(run.get('process_seconds') or 0) / 60:.1f} min "
+                  f"({run.get('seconds_per_step') or math.nan:.2f} s/step)")
+        else:
+            print(f"  {method}: {run.get('status')} ({run.get('error')})")
+    out = Path(args.out) / "calibration" / f"{tag}-seed{seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(verdict, indent=2, default=str) + "\n")
+    print(f"  wrote {out}")
+    return verdict
+
+
+def notes_for(args: argparse.Namespace, results: dict) -> list[str]:
+    """The lines above the tables: what ran, how it was evaluated, how long it took in total."""
+    reference = args.equal_time_reference
+    # The reference's equal_time rows are copies of its equal_epochs runs: count their time once.
+    process = sum((r.get("process_seconds") or 0) for r in results["runs"]
+                  if not (r["budget"] == "equal_time" and r["method"] == reference))
+    notes = [
+        f"Config `{Path(args.config).relative_to(REPO) if Path(args.config).is_relative_to(REPO) else args.config}`, "
+        f"overrides `{shlex.join(args.extra) or '(none)'}`, seeds {args.seeds}. Labels unused for pre-training; "
+        "evaluation = each run's final checkpoint on the test split (fixed protocol; the linear probe's C is chosen "
+        "on a validation part of train; no selection on test).",
+    ]
+    if reference != "none":
+        rates = {m: seconds_per_step(results["runs"], m) for m in args.methods}
+        measured = ", ".join(f"{m} {r:.3f}" for m, r in rates.items() if r is not None)
+        source = (f"relative step costs given with --step_cost {args.step_cost}" if args.step_cost else
+                  "seconds per step measured on the equal-epoch runs")
+        notes.append(f"Equal wall-clock: the other methods re-trained from scratch with --max_steps matched to the "
+                     f"training time of `{reference}` ({source}; measured s/step: {measured}).")
+    notes.append(f"Total time of the runs: {process / 3600:.2f} h (sum of the run processes; runs skipped as done "
+                 f"count with their original time); this invocation: {results['benchmark_seconds'] / 3600:.2f} h.")
+    return notes
+
+
+def main(argv=None) -> dict:
+    args = parse_cli(argv)
+    if args.calibrate:
+        return calibrate(args)
+    results = run_benchmark(args)
+    if args.dry_run:
+        return results
+    results.update(title=args.title, config=args.config, extra=args.extra, seeds=args.seeds, methods=args.methods,
+                   equal_time_reference=args.equal_time_reference)
+    results["notes"] = notes_for(args, results)
+    paths = write_summary(results, args.out, args.title, results["notes"])
+    print(paths["markdown"].read_text())
+    print("Wrote", ", ".join(str(p) for p in paths.values() if p))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,533 @@
+"""Mechanism check on the embedded synthetic dataset, where every nuisance factor of every image is known.
+
+    python benchmarks/mechanism.py                                   # moco, lcr, fgssl, fgssl-random; seeds 0,1,2
+    python benchmarks/mechanism.py --methods moco,fgssl --seeds 0    # shorter
+    python benchmarks/mechanism.py --analyse_only                    # re-analyse finished runs, train nothing
+
+1. The same comparison as benchmarks/cub100.py, shorter (configs/demo.yaml: the embedded synthetic "birds", 10
+   classes that differ only in a wing mark; background, colours, position, scale, rotation and facing are
+   nuisance): each method pre-trained from scratch per seed, in a subprocess, plus the random-init encoder;
+   results.json/.md/.png as for cub100.
+2. Per feature dimension c of h (train split, clean images): how much of its variance each factor explains,
+   epsilon^2 = (SS_between - (g - 1) MS_within) / SS_total (ANOVA effect size, ~0 by chance whatever the number of
+   groups g). Categorical factors (class, background, facing) group by value; continuous ones (x, y, scale,
+   rotation, hues) by 10 quantile bins, so non-monotonic codes count too. Mutual information
+   (sklearn, same groups) is computed beside it (mechanism.json).
+3. Which dimensions the method perturbs: fgssl's mask recomputed on the trained model as in training (augmented
+   views, batches of the training batch size, InfoNCE through the trained projector against the momentum keys,
+   Grad-CAM scores s_ic = -dL/dh_ic * h_ic -> G_i; the running variance -> V; union -> M). The selection
+   frequency of c is the fraction of images whose mask holds c. The same criteria are applied to moco / lcr
+   encoders ("what the criteria would pick there").
+4. Perturbed vs kept: the frequency-weighted mean epsilon^2 of class and nuisance over perturbed vs kept dims; the
+   random-dims baseline is the plain mean over all dims (a random mask with the same count picks every dim with
+   equal probability: METHOD.md's `random` mode), with a permutation p-value (frequencies shuffled over dims).
+5. Encoder level: linear probes on frozen h, train split -> test split: class and categorical nuisance factors
+   (accuracy, C chosen on a validation part of train), continuous factors (ridge R^2, alpha by LOO on train; hues
+   as (cos, sin)). Does fgssl's h hold more class and less nuisance than moco's?
+
+Outputs in --out (default benchmarks/results/mechanism): results.json/.md/.png (the metric comparison),
+mechanism.json (every per-run statistic and per-dim array), mechanism.md (tables), dims_<method>.png (per-dim
+scatter: class epsilon^2 vs nuisance epsilon^2, coloured by selection frequency, first seed), probes.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import cub100  # noqa: E402
+from benchmarks.summarize import mean_std, method_sort_key, write_summary  # noqa: E402
+
+CATEGORICAL_FACTORS = ("background", "facing")
+CONTINUOUS_FACTORS = ("x", "y", "scale", "rotation")
+CIRCULAR_FACTORS = ("background_hue", "body_hue")
+NUISANCE_FACTORS = CATEGORICAL_FACTORS + CONTINUOUS_FACTORS + CIRCULAR_FACTORS
+#: Quantile bins of a continuous factor for the per-dim effect size and MI.
+NUM_BINS = 10
+NUM_PERMUTATIONS = 2000
+#: Dimension sets compared (all from the fgssl criteria recomputed on the trained model).
+MASK_SETS = ("union", "variance", "gradcam")
+
+
+# --------------------------------------------------------------------------------------------- per-dim statistics
+
+
+def factor_groups(values: np.ndarray, categorical: bool, bins: int = NUM_BINS) -> np.ndarray:
+    """Group ids (N,) of a factor: its values if categorical, else `bins` quantile bins (ties share a bin)."""
+    values = np.asarray(values)
+    if categorical:
+        return np.unique(values, return_inverse=True)[1]
+    edges = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, values, side="right")
+
+
+def epsilon_squared(features: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per column of features (N x C), the ANOVA effect size epsilon^2 of the grouping (N,): C values.
+
+    epsilon^2 = (SS_between - (g - 1) * SS_within / (N - g)) / SS_total: the fraction of the column's variance the
+    groups explain, corrected for chance (expected ~0 for unrelated groups, whatever g). Constant columns give 0.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    ids, groups = np.unique(groups, return_inverse=True)
+    n, g = len(x), len(ids)
+    centred = x - x.mean(axis=0)
+    total = (centred**2).sum(axis=0)
+    counts = np.bincount(groups, minlength=g).astype(np.float64)
+    sums = np.zeros((g, x.shape[1]))
+    np.add.at(sums, groups, centred)
+    between = (sums**2 / counts[:, None]).sum(axis=0)
+    within = total - between
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eps2 = (between - (g - 1) * within / max(n - g, 1)) / total
+    return np.where(total > 0, eps2, 0.0)
+
+
+def mutual_information(features: np.ndarray, groups: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Per column, the mutual information (nats, kNN estimator of sklearn) between the column and the groups."""
+    from sklearn.feature_selection import mutual_info_classif
+
+    return mutual_info_classif(features, groups, discrete_features=False, random_state=seed)
+
+
+def per_dim_statistics(features: np.ndarray, labels: np.ndarray, factors: dict[str, np.ndarray]) -> dict:
+    """{factor: {"eps2": C, "mi": C}} for "class" and every nuisance factor, plus "nuisance_max" (C, max eps2)."""
+    stats = {"class": {"eps2": epsilon_squared(features, labels), "mi": mutual_information(features, labels)}}
+    for name in NUISANCE_FACTORS:
+        groups = factor_groups(factors[name], categorical=name in CATEGORICAL_FACTORS)
+        stats[name] = {"eps2": epsilon_squared(features, groups), "mi": mutual_information(features, groups)}
+    stats["nuisance_max"] = {key: np.max([stats[n][key] for n in NUISANCE_FACTORS], axis=0) for key in ("eps2", "mi")}
+    return stats
+
+
+# --------------------------------------------------------------------------------------------- the mask
+
+
+def load_pretraining_run(run_dir: Path):
+    """(FGSSLForPreTraining in eval mode, the trainer's running variance of h saved with it, or None)."""
+    import modeling  # noqa: F401
+    import torch
+    from modeling import FGSSLForPreTraining
+    from safetensors import safe_open
+
+    model = FGSSLForPreTraining.from_pretrained(str(run_dir)).eval()
+    saved_var = None
+    with safe_open(str(run_dir / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        if "variance_tracker.num_updates" in keys and int(f.get_tensor("variance_tracker.num_updates")) > 0:
+            saved_var = f.get_tensor("variance_tracker.running_var").to(torch.float32)
+    return model, saved_var
+
+
+def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size: int, passes: int = 2,
+                    seed: int = 0) -> dict:
+    """Recompute fgssl's nuisance mask on a trained model as in training; return per-dim selection frequencies.
+
+    For `passes` shuffled sweeps over `dataset` (decoded uint8 pixels), in batches of `batch_size` (incomplete
+    last batch dropped, as in training): two augmented views, h = f(v1) and q = g(h), k = g_m(f_m(v2)), InfoNCE
+    against the model's queue (or in-batch), Grad-CAM scores -> G_i (rho_gradcam); the variance of h over all
+    views -> V (rho_variance). Returns C-vectors: "union" (fraction of images whose union mask holds c),
+    "gradcam" (same for G_i), "variance" (1 on V), plus "var" (the variance) and "num_images".
+    """
+    import torch
+
+    from training import objective as obj
+    from training.trainer import ObjectiveArguments
+
+    known = set(ObjectiveArguments.__dataclass_fields__)
+    oa = ObjectiveArguments(**{k: v for k, v in objective.items() if k in known})
+    augment = oa.augmentation(image_size)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # kornia draws the views from torch's global generator
+    pixels = torch.from_numpy(
+        np.ascontiguousarray(dataset.with_format("numpy", columns=["pixel_values"])[:]["pixel_values"], dtype=np.uint8)
+    )
+    queue = model.queue.detach().clone() if model.queue.shape[0] > 0 else None
+    features, grad_masks = [], []
+    for _ in range(passes):
+        order = torch.randperm(len(pixels), generator=generator)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            v1, v2 = augment(pixels[order[start : start + batch_size]])
+            with torch.no_grad():
+                h = model.encode(v1).pooler_output
+                k = model.momentum_encode(v2)
+            # The backbone is frozen here: the Grad-CAM gradient only runs through the projector anyway.
+            h = h.detach().requires_grad_(True)
+            loss = obj.info_nce(model.project(h), k, queue, oa.temperature)
+            grad_masks.append(obj.gradcam_mask(obj.gradcam_scores(loss, h), oa.rho_gradcam))
+            features.append(h.detach())
+    if not features:
+        raise ValueError(f"The split has {len(pixels)} images, fewer than one batch of {batch_size}.")
+    h_all, g_all = torch.cat(features), torch.cat(grad_masks)
+    var = h_all.var(dim=0, unbiased=False)
+    v_mask = obj.variance_mask(var, oa.rho_variance)
+    union = obj.nuisance_mask(v_mask, g_all, "union")
+    return {"union": union.float().mean(0).numpy(), "gradcam": g_all.float().mean(0).numpy(),
+            "variance": v_mask.float().numpy(), "var": var.numpy(), "num_images": int(len(h_all)),
+            "rho_variance": oa.rho_variance, "rho_gradcam": oa.rho_gradcam}
+
+
+def weighted_means(scores: np.ndarray, frequency: np.ndarray, rng: np.random.Generator,
+                   permutations: int = NUM_PERMUTATIONS) -> dict:
+    """Perturbed (weights f_c) vs kept (1 - f_c) vs all dims mean of a per-dim score, with permutation p-values.
+
+    p_higher / p_lower: fraction of random reassignments of the frequencies to dims whose perturbed mean is at
+    least / at most the observed one (one-sided; the random-dims baseline is their distribution).
+    """
+    from scipy.stats import spearmanr
+
+    f = np.asarray(frequency, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if f.sum() == 0 or (1 - f).sum() == 0:
+        return {"perturbed": math.nan, "kept": math.nan, "all": float(s.mean())}
+    perturbed = float((f * s).sum() / f.sum())
+    kept = float(((1 - f) * s).sum() / (1 - f).sum())
+    null = np.array([(rng.permutation(f) * s).sum() / f.sum() for _ in range(permutations)])
+    rho = spearmanr(f, s).statistic if np.ptp(f) > 0 else math.nan
+    return {"perturbed": perturbed, "kept": kept, "all": float(s.mean()),
+            "p_higher": float((null >= perturbed - 1e-12).mean()), "p_lower": float((null <= perturbed + 1e-12).mean()),
+            "spearman": float(rho)}
+
+
+# --------------------------------------------------------------------------------------------- encoder probes
+
+
+def _circular_targets(values: np.ndarray) -> np.ndarray:
+    angle = 2 * np.pi * np.asarray(values, dtype=np.float64)
+    return np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+def ridge_r2(train_x, train_y, test_x, test_y) -> float:
+    """Test R^2 (mean over outputs) of a ridge regression on standardised features, alpha by LOO on train."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    model.fit(train_x, train_y)
+    return float(model.score(test_x, test_y))
+
+
+def encoder_probes(train_x, train_y, train_factors, test_x, test_y, test_factors, seed: int = 0) -> dict:
+    """Linear decodability of the class and of every nuisance factor from h (fit on train, scored on test)."""
+    from training.evaluation import linear_probe_top1
+
+    probes = {"class_acc": linear_probe_top1(train_x, train_y, test_x, test_y, seed=seed)[0]}
+    for name in CATEGORICAL_FACTORS:
+        fit = factor_groups(train_factors[name], categorical=True)
+        ids = np.unique(train_factors[name])
+        test = np.searchsorted(ids, test_factors[name])
+        probes[f"{name}_acc"] = linear_probe_top1(train_x, fit, test_x, test, seed=seed)[0]
+    for name in CONTINUOUS_FACTORS:
+        probes[f"{name}_r2"] = ridge_r2(train_x, train_factors[name], test_x, test_factors[name])
+    for name in CIRCULAR_FACTORS:
+        probes[f"{name}_r2"] = ridge_r2(train_x, _circular_targets(train_factors[name]), test_x,
+                                        _circular_targets(test_factors[name]))
+    return probes
+
+
+def chance_levels(train_y, train_factors) -> dict:
+    """What a constant predictor scores on each probe (majority class share; R^2 0)."""
+    def majority(values):
+        return float(np.unique(values, return_counts=True)[1].max() / len(values))
+
+    levels = {"class_acc": majority(train_y)}
+    levels.update({f"{n}_acc": majority(train_factors[n]) for n in CATEGORICAL_FACTORS})
+    levels.update({f"{n}_r2": 0.0 for n in CONTINUOUS_FACTORS + CIRCULAR_FACTORS})
+    return levels
+
+
+# --------------------------------------------------------------------------------------------- one run
+
+
+def split_factors(dataset) -> dict[str, np.ndarray]:
+    """The nuisance factor columns of a decoded split (training.data keeps the non-image columns)."""
+    missing = [n for n in NUISANCE_FACTORS if n not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The dataset lacks the nuisance factor columns {missing}: the mechanism check needs the embedded "
+            "synthetic dataset (dataset_name unset or 'synthetic'; training/synthetic.py)."
+        )
+    table = dataset.with_format("numpy", columns=list(NUISANCE_FACTORS))[:]
+    return {n: np.asarray(table[n]) for n in NUISANCE_FACTORS}
+
+
+def analyse_encoder(model, data, image_size: int, objective: dict | None, batch_size: int, passes: int,
+                    seed: int) -> dict:
+    """Per-dim statistics, mask frequencies (when `objective` is given) and encoder probes of one model."""
+    from training.evaluation import embed_dataset
+
+    encoder = model.fgssl
+    train_x, train_y = embed_dataset(encoder, data.train, image_size=image_size, desc="Embedding train")
+    test_x, test_y = embed_dataset(encoder, data.eval, image_size=image_size, desc="Embedding test")
+    train_f, test_f = split_factors(data.train), split_factors(data.eval)
+    result = {"probes": encoder_probes(train_x, train_y, train_f, test_x, test_y, test_f, seed),
+              "chance": chance_levels(train_y, train_f), "hidden_size": int(train_x.shape[1])}
+    if objective is None:
+        return result
+    dims = per_dim_statistics(train_x, train_y, train_f)
+    masks = mask_statistics(model, data.train, objective, image_size, batch_size, passes, seed)
+    rng = np.random.default_rng(seed)
+    comparison = {}
+    for set_name in MASK_SETS:
+        comparison[set_name] = {
+            factor: {key: weighted_means(dims[factor][key], masks[set_name], rng) for key in ("eps2", "mi")}
+            for factor in ("class", "nuisance_max", *NUISANCE_FACTORS)
+        }
+    result.update(dims=dims, masks=masks, comparison=comparison)
+    return result
+
+
+def analyse_run(record: dict, pretrain_argv: list[str], passes: int) -> dict:
+    """Analyse one finished benchmark run (or the random-init encoder of the config)."""
+    from dataclasses import asdict
+
+    from training import objective as obj
+    from training.pretrain import parse_args
+
+    run_dir = Path(record["run_dir"])
+    # The run's own arguments (bench_args.json holds the same argv) give its objective knobs.
+    _, _, training_args, objective_args = parse_args(pretrain_argv)
+    # The untrained model of the same config and seed, and the config's data (same subsets as the runs).
+    model, model_args, data = cub100.random_init_model(pretrain_argv)
+    objective, saved_var = None, None  # random init: an untrained projector's "Grad-CAM" would mean nothing
+    if record["method"] != "random-init":
+        model, saved_var = load_pretraining_run(run_dir)
+        objective = asdict(objective_args)
+    result = analyse_encoder(model, data, model_args.image_size, objective,
+                             training_args.per_device_train_batch_size, passes, record["seed"])
+    if saved_var is not None:
+        # Does the recomputed V agree with the V the trainer held at the end of training?
+        saved_v = obj.variance_mask(saved_var, objective["rho_variance"]).numpy()
+        recomputed = result["masks"]["variance"] > 0
+        union = (saved_v | recomputed).sum()
+        result["variance_set_jaccard_vs_training"] = float((saved_v & recomputed).sum() / union) if union else 1.0
+    result.update(method=record["method"], seed=record["seed"], run_dir=str(run_dir),
+                  mask_mode=(objective or {}).get("mask_mode"))
+    return result
+
+
+# --------------------------------------------------------------------------------------------- reports
+
+
+def _fmt(stat, scale=100.0, digits=1) -> str:
+    mean, std, n = stat
+    if n == 0:
+        return "n/a"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}" if n > 1 else f"{scale * mean:.{digits}f}"
+
+
+def mechanism_markdown(analyses: list[dict]) -> str:
+    methods = sorted({a["method"] for a in analyses}, key=method_sort_key)
+    by_method = {m: [a for a in analyses if a["method"] == m] for m in methods}
+    lines = ["# Mechanism check on the embedded synthetic dataset", ""]
+
+    probe_keys = list(analyses[0]["probes"])
+    lines += ["## Encoder level: what h holds (linear probes, train -> test)", "",
+              "Accuracy (%) for the class and categorical factors, R^2 (x100) for continuous ones. Higher class "
+              "and lower nuisance = more invariant to nuisance.", "",
+              "| method | seeds | " + " | ".join(probe_keys) + " |", "|" + "---|" * (len(probe_keys) + 2)]
+    for m, group in by_method.items():
+        cells = [_fmt(mean_std(a["probes"][k] for a in group)) for k in probe_keys]
+        lines.append(f"| {m} | {','.join(str(a['seed']) for a in group)} | " + " | ".join(cells) + " |")
+    chance = analyses[0]["chance"]
+    lines.append("| chance | | " + " | ".join(f"{100 * chance[k]:.1f}" for k in probe_keys) + " |")
+
+    with_masks = [a for a in analyses if "comparison" in a]
+    if with_masks:
+        lines += ["", "## Per dimension: do the perturbed dims encode nuisance rather than class?", "",
+                  "epsilon^2 (x100): the share of a dim's variance a factor explains (chance-corrected). "
+                  "`perturbed`/`kept`: weighted by the selection frequency f_c / 1 - f_c of the fgssl union mask "
+                  "recomputed on the trained model; `all`: mean over all dims = the random-dims baseline (the "
+                  "`random` mask's expectation). p: permutation p-value of the perturbed mean (one-sided: higher "
+                  "for nuisance, lower for class). For moco/lcr the mask is what fgssl's criteria would pick on "
+                  "that encoder.", "",
+                  "| method | dims | class: perturbed / kept / all | p(lower) | nuisance (max over factors): "
+                  "perturbed / kept / all | p(higher) | spearman(f, nuisance) |", "|" + "---|" * 7]
+        for m in methods:
+            group = [a for a in with_masks if a["method"] == m]
+            if not group:
+                continue
+            for set_name in MASK_SETS:
+                cls = [a["comparison"][set_name]["class"]["eps2"] for a in group]
+                nui = [a["comparison"][set_name]["nuisance_max"]["eps2"] for a in group]
+                triple = lambda rows: " / ".join(_fmt(mean_std(r[k] for r in rows)) for k in ("perturbed", "kept", "all"))  # noqa: E731
+                lines.append(
+                    f"| {m} | {set_name} | {triple(cls)} | {_fmt(mean_std(r.get('p_lower') for r in cls), 1, 3)} | "
+                    f"{triple(nui)} | {_fmt(mean_std(r.get('p_higher') for r in nui), 1, 3)} | "
+                    f"{_fmt(mean_std(r.get('spearman') for r in nui), 1, 2)} |"
+                )
+        lines += ["", "### Per nuisance factor, union mask (epsilon^2 x100, perturbed / kept / all)", "",
+                  "| method | " + " | ".join(NUISANCE_FACTORS) + " |", "|" + "---|" * (len(NUISANCE_FACTORS) + 1)]
+        for m in methods:
+            group = [a for a in with_masks if a["method"] == m]
+            if group:
+                cells = [" / ".join(_fmt(mean_std(a["comparison"]["union"][f]["eps2"][k] for a in group))
+                                    for k in ("perturbed", "kept", "all")) for f in NUISANCE_FACTORS]
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += ["", "### Verdict (union mask, per seed: permutation p < 0.05 against random dims)", ""]
+        for m in methods:
+            group = [a for a in with_masks if a["method"] == m]
+            if not group:
+                continue
+            more_nuisance = sum(a["comparison"]["union"]["nuisance_max"]["eps2"].get("p_higher", 1) < 0.05
+                                for a in group)
+            less_class = sum(a["comparison"]["union"]["class"]["eps2"].get("p_lower", 1) < 0.05 for a in group)
+            note = " (trained with the random mask; rows show what the criteria would pick)" if m == "fgssl-random" \
+                else (" (no mask in training; rows show what fgssl's criteria would pick)" if m != "fgssl" else "")
+            lines.append(f"- {m}{note}: perturbed dims encode more nuisance than random dims in {more_nuisance}/"
+                         f"{len(group)} seeds, less class in {less_class}/{len(group)} seeds.")
+        jaccards = [a["variance_set_jaccard_vs_training"] for a in with_masks if "variance_set_jaccard_vs_training" in a]
+        if jaccards:
+            lines += ["", f"Recomputed V vs the trainer's V at the end of training (fgssl runs): Jaccard "
+                          f"{np.mean(jaccards):.2f} (mean over {len(jaccards)} runs)."]
+        lines += ["", "Mutual information (nats) gives the same comparison in mechanism.json (`mi`)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_dims(analyses: list[dict], out_dir: Path) -> list[Path]:
+    """One scatter per method (first seed): class eps2 vs max nuisance eps2 per dim, coloured by selection freq."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for method in sorted({a["method"] for a in analyses if "dims" in a}, key=method_sort_key):
+        a = min((a for a in analyses if a["method"] == method and "dims" in a), key=lambda a: a["seed"])
+        x, y = a["dims"]["class"]["eps2"], a["dims"]["nuisance_max"]["eps2"]
+        freq, in_v = a["masks"]["union"], a["masks"]["variance"] > 0
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        sc = ax.scatter(x[~in_v], y[~in_v], c=freq[~in_v], cmap="viridis", vmin=0, vmax=1, s=14, label="not in V")
+        ax.scatter(x[in_v], y[in_v], c=freq[in_v], cmap="viridis", vmin=0, vmax=1, s=22, marker="^",
+                   edgecolors="k", linewidths=0.3, label="in V (low variance)")
+        fig.colorbar(sc, ax=ax, label="selection frequency (union mask)")
+        ax.set_xlabel("class epsilon^2 (share of the dim's variance)")
+        ax.set_ylabel("max nuisance epsilon^2")
+        ax.set_title(f"{method} seed {a['seed']}: {len(x)} dims of h", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"dims_{method}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_probes(analyses: list[dict], out_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted({a["method"] for a in analyses}, key=method_sort_key)
+    keys = list(analyses[0]["probes"])
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        stats = [mean_std(a["probes"][k] for a in analyses if a["method"] == m) for k in keys]
+        ax.bar(np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width, [100 * s[0] for s in stats], width,
+               yerr=[100 * s[1] for s in stats], capsize=2, label=m)
+    ax.set_xticks(np.arange(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=7)
+    ax.set_ylabel("accuracy % / R^2 x100")
+    ax.set_title("Linear decodability from h (train -> test): class vs nuisance factors", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "probes.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def parse_cli(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="moco,lcr,fgssl,fgssl-random")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--extra", default="", help="Pretrain overrides for every run (quoted).")
+    parser.add_argument("--out", default="benchmarks/results/mechanism")
+    parser.add_argument("--runs_dir", default="outputs/bench/mechanism")
+    parser.add_argument("--passes", type=int, default=2, help="Augmented sweeps over train for the mask statistics.")
+    parser.add_argument("--equal_time_reference", default="none", help="As in cub100.py; none by default (shorter).")
+    parser.add_argument("--analyse_only", action="store_true", help="Analyse the finished runs; train nothing new.")
+    parser.add_argument("--dry_run", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        parser.error(f"unrecognised arguments {rest}")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_cli(argv)
+    started = time.time()
+    bench_argv = ["--methods", args.methods, "--seeds", args.seeds, "--config", args.config, "--extra", args.extra,
+                  "--out", args.out, "--runs_dir", args.runs_dir, "--equal_time_reference", args.equal_time_reference,
+                  "--title", "embedded synthetic dataset: moco vs lcr vs fgssl vs fgssl-random"]
+    bench = cub100.parse_cli(bench_argv + (["--dry_run"] if args.dry_run or args.analyse_only else []))
+    results = cub100.run_benchmark(bench)
+    if args.dry_run:
+        return results
+    if args.analyse_only:  # the finished runs only (dry_run left the others out)
+        results["runs"] = [r for r in results["runs"] if r.get("status") == "done"]
+    out_dir = Path(bench.out)
+    results.update(title=bench.title, config=bench.config, extra=bench.extra, seeds=bench.seeds, methods=bench.methods)
+    results["notes"] = cub100.notes_for(bench, results)
+    write_summary(results, out_dir, bench.title, results["notes"])
+
+    analyses = []
+    for record in results["runs"]:
+        if record.get("status") != "done" or record["budget"] not in ("equal_epochs", "random_init"):
+            continue
+        spec = cub100.RunSpec(record["method"], record["seed"], record["budget"], Path(record["run_dir"]))
+        if record["method"] == "random-init":
+            argv = cub100.random_init_argv(bench.config, bench.extra, spec)
+        else:
+            argv = cub100.pretrain_argv(bench.config, bench.extra, spec)
+        print(f"[analyse] {spec.name}", flush=True)
+        analyses.append(analyse_run(record, argv, args.passes))
+    if not analyses:
+        raise SystemExit("No finished runs to analyse.")
+    mechanism = {"analyses": analyses, "seconds": round(time.time() - started, 1),
+                 "settings": {"passes": args.passes, "bins": NUM_BINS, "permutations": NUM_PERMUTATIONS,
+                              "config": bench.config, "extra": bench.extra}}
+    (out_dir / "mechanism.json").write_text(json.dumps(_json_ready(mechanism), indent=1) + "\n")
+    text = mechanism_markdown(analyses)
+    text += (f"\nRuns: `{shlex.join(bench.extra) or 'no overrides'}` on `{Path(bench.config).name}`; "
+             f"this invocation took {mechanism['seconds'] / 60:.1f} min.\n")
+    (out_dir / "mechanism.md").write_text(text)
+    pictures = plot_dims(analyses, out_dir) + [plot_probes(analyses, out_dir)]
+    print(text)
+    print("Wrote", out_dir / "mechanism.json", out_dir / "mechanism.md", *pictures)
+    return mechanism
+
+
+if __name__ == "__main__":
+    main()
