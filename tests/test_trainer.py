@@ -191,8 +191,10 @@ def test_shipped_configs_parse(path):
 def test_short_cub100_run_lowers_the_loss_and_saves_loadable_models(cub100, tmp_path):
     argv = [
         "--dataset_name", str(cub100), "--max_train_samples", "48", "--max_eval_samples", "24",
-        "--image_size", "32", "--backbone", "vit-tiny-cpu", "--per_device_train_batch_size", "16",
-        "--max_steps", "30", "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "3",
+        "--image_size", "32", "--backbone", "convnext-tiny-cpu", "--per_device_train_batch_size", "16",
+        # Milder views than MoCo v2's so that 30 steps visibly lower InfoNCE on 48 images.
+        "--crop_scale_min", "0.5", "--color_jitter", "0.2", "--blur_p", "0",
+        "--max_steps", "30", "--learning_rate", "3e-3", "--warmup_steps", "0", "--logging_steps", "1",
         "--save_steps", "1000", "--synth_warmup_steps", "6", "--synth_ramp_steps", "6", "--seed", "0",
         "--output_dir", str(tmp_path / "run"), "--disable_tqdm", "true", "--report_to", "none",
     ]
@@ -203,7 +205,10 @@ def test_short_cub100_run_lowers_the_loss_and_saves_loadable_models(cub100, tmp_
     state = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())["log_history"]
     ssl = [row["loss_ssl"] for row in state if "loss_ssl" in row]
     recon = [row["loss_recon"] for row in state if "loss_recon" in row]
-    assert sum(ssl[-3:]) < sum(ssl[:3]) and sum(recon[-3:]) < sum(recon[:3])
+    # Averages over a third of the run each: single InfoNCE values are noisy (random views, 16 images a batch).
+    first, last = slice(0, 10), slice(-10, None)
+    assert len(ssl) == 30
+    assert sum(ssl[last]) < sum(ssl[first]) and sum(recon[last]) < sum(recon[first])
     assert type(AutoModel.from_pretrained(out)) is FGSSLModel
     assert type(AutoModel.from_pretrained(out / "encoder")) is FGSSLModel
     assert (out / "decoder" / "diffusion_pytorch_model.safetensors").is_file()

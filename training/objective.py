@@ -403,10 +403,12 @@ def reconstruction_loss(recon: Tensor, target: Tensor) -> Tensor:
             f"recon and target must be B x 3 x height x width with the same B and channels, "
             f"got {tuple(recon.shape)} and {tuple(target.shape)}."
         )
-    target = target.detach().to(recon.dtype)
+    # At least fp32: under bf16 autocast the decoder output is bf16, and CPU has no bf16 antialiased resize.
+    dtype = torch.promote_types(recon.dtype, torch.float32)
+    target = target.detach().to(dtype)
     if target.shape[-2:] != recon.shape[-2:]:
         target = F.interpolate(target, size=recon.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-    return F.mse_loss(recon, target)
+    return F.mse_loss(recon.to(dtype), target)
 
 
 # --------------------------------------------------------------------------------------------

@@ -136,6 +136,11 @@ class FGSSLTrainer(Trainer):
         self.pictures: dict[str, torch.Tensor] | None = None
         self.add_callback(MomentumQueueCallback(self))
 
+    def compute_loss_context_manager(self):
+        # accelerate autocasts only the wrapped model's forward; the key encoder, the decoder and the synthesized
+        # pair run on the unwrapped model inside compute_loss and would stay in fp32 under --bf16.
+        return self.accelerator.autocast()
+
     # ------------------------------------------------------------------------------------------------------------
     # One training step (METHOD.md), read top to bottom.
     # ------------------------------------------------------------------------------------------------------------
