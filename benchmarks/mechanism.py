@@ -48,6 +48,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import cub100  # noqa: E402
 from benchmarks.summarize import mean_std, method_sort_key, write_summary  # noqa: E402
+from training.evaluation import json_safe  # noqa: E402
 
 CATEGORICAL_FACTORS = ("background", "facing")
 CONTINUOUS_FACTORS = ("x", "y", "scale", "rotation")
@@ -449,18 +450,6 @@ def plot_probes(analyses: list[dict], out_dir: Path) -> Path:
     return path
 
 
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -518,7 +507,7 @@ def main(argv=None) -> dict:
     mechanism = {"analyses": analyses, "seconds": round(time.time() - started, 1),
                  "settings": {"passes": args.passes, "bins": NUM_BINS, "permutations": NUM_PERMUTATIONS,
                               "config": bench.config, "extra": bench.extra}}
-    (out_dir / "mechanism.json").write_text(json.dumps(_json_ready(mechanism), indent=1) + "\n")
+    (out_dir / "mechanism.json").write_text(json.dumps(json_safe(mechanism), indent=1) + "\n")
     text = mechanism_markdown(analyses)
     text += (f"\nRuns: `{shlex.join(bench.extra) or 'no overrides'}` on `{Path(bench.config).name}`; "
              f"this invocation took {mechanism['seconds'] / 60:.1f} min.\n")

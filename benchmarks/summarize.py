@@ -16,6 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from training.evaluation import json_safe  # noqa: E402
+
 METRICS = ("retrieval_rank1", "retrieval_rank5", "retrieval_map", "knn_top1", "linear_top1")
 #: Display order; anything else follows alphabetically.
 METHOD_ORDER = ("random-init", "moco", "lcr", "fgssl", "fgssl-random")
@@ -201,16 +207,6 @@ def plot(table: dict, path, title: str = "") -> Path | None:
     return path
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_summary(results: dict, out_dir, title: str, notes: list[str] | None = None) -> dict:
@@ -221,7 +217,7 @@ def write_summary(results: dict, out_dir, title: str, notes: list[str] | None = 
     results = {**results, "aggregate": table,
                "goal": {budget: goal_check(rows) for budget, rows in table.items()}}
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
-    paths["json"].write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    paths["json"].write_text(json.dumps(json_safe(results), indent=2) + "\n")
     paths["markdown"].write_text(markdown(table, title, notes, results["runs"]))
     paths["plot"] = plot(table, out_dir / "results.png", title)
     return paths

@@ -335,12 +335,14 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
 # --------------------------------------------------------------------------------------------- output
 
 
-def _json_safe(value):
-    """NaN / inf -> None (JSON has no NaN); containers recursively; numpy scalars -> Python."""
+def json_safe(value):
+    """NaN / inf -> None (JSON has no NaN); containers recursively; numpy arrays and scalars -> Python."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -371,6 +373,6 @@ def write_results(results: dict, output_dir) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / RESULTS_JSON, output_dir / RESULTS_MD
-    json_path.write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    json_path.write_text(json.dumps(json_safe(results), indent=2) + "\n")
     md_path.write_text(results_markdown(results))
     return json_path, md_path
