@@ -8,9 +8,8 @@ n x B and steps of n*B do the same MoCo bookkeeping, and every rank holds the sa
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -292,10 +291,6 @@ class MomentumQueueCallback(TrainerCallback):
 def _model_image_size(config) -> int:
     size = config.image_size or getattr(config.backbone_config, "image_size", 224)
     return size[0] if isinstance(size, (list, tuple)) else int(size)
-
-
-def objective_summary(objective_args: ObjectiveArguments) -> dict:
-    return asdict(objective_args)
 
 
 __all__ = ["FGSSLTrainer", "ObjectiveArguments", "MomentumQueueCallback", "METHODS", "scale_grad"]
