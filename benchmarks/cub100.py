@@ -311,6 +311,9 @@ def parse_cli(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs_dir", default="outputs/bench/cub100", help="Run folders (keep under outputs/).")
     parser.add_argument("--equal_time_reference", default="moco",
                         help="Method whose training time the equal_time runs match; 'none' skips them.")
+    parser.add_argument("--equal_time_methods", default="",
+                        help="Comma-separated methods to re-train at equal wall-clock, in this order (method by method, "
+                             "all seeds each); default: every method but the reference, fgssl first.")
     parser.add_argument("--step_cost", default="",
                         help="Relative cost of one step per method for the equal_time runs, e.g. "
                              "'moco=1,lcr=1.36,fgssl=1.76,fgssl-random=1.76' (benchmarks/step_cost.py); default: the "
@@ -332,6 +335,15 @@ def parse_cli(argv=None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHOD_ARGS)}")
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.equal_time_methods:
+        args.equal_time_methods = [m.strip() for m in args.equal_time_methods.split(",") if m.strip()]
+        unknown = [m for m in args.equal_time_methods if m not in args.methods or m == args.equal_time_reference]
+        if unknown:
+            parser.error(f"--equal_time_methods {unknown}: each must be among --methods and not the reference")
+    else:  # the method under test first, so a run cut short for time still holds its comparison
+        order = ["fgssl", "fgssl-random", "lcr", "moco"]
+        args.equal_time_methods = sorted((m for m in args.methods if m != args.equal_time_reference),
+                                         key=lambda m: order.index(m) if m in order else len(order))
     try:
         args.step_cost = {k.strip(): float(v) for k, v in (item.split("=") for item in args.step_cost.split(",")
                                                            if item.strip())}
@@ -367,10 +379,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             records.append(evaluate_random_init(spec, args.config, args.extra, args.dry_run))
     reference = args.equal_time_reference
     if reference != "none":
-        for seed in args.seeds:
-            for method in args.methods:
-                if method == reference:
-                    continue
+        for method in args.equal_time_methods:
+            for seed in args.seeds:
                 run_dir = run_dir_for(runs_dir, "equal_time", method, seed)
                 # A started run keeps the step count it was started with (timings of later runs may shift it).
                 steps = started_max_steps(run_dir) or equal_time_steps(records, method, reference, args.step_cost)
