@@ -16,7 +16,8 @@ METHOD.md; the linear probe chooses its C on a validation part of the train spli
 
 Budgets:
   equal_epochs  every method trains for the config's epochs (the issue's "same number of epochs").
-  equal_time    every method other than --equal_time_reference (default moco) is trained AGAIN from scratch with
+  equal_time    each of --equal_time_methods (default: every method but --equal_time_reference, which defaults to
+                moco; fgssl first) is trained AGAIN from scratch with
                 --max_steps = reference steps x (reference seconds per step / method seconds per step), the
                 seconds per step measured on the equal_epochs runs (mean over seeds, training time only), so its
                 training takes as long as the reference's and its learning-rate schedule still completes. With
