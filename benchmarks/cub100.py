@@ -8,7 +8,7 @@
     # what would run, without running it
     python benchmarks/cub100.py --dry_run
 
-Every pre-training run is a subprocess `python -m training.pretrain <config> <extra> --method M --seed S
+Every pre-training run is a subprocess `python -m fgssl.training.pretrain <config> <extra> --method M --seed S
 --output_dir <runs_dir>/<budget>/<method>-seed<S>`, so a crash or a kill loses only that run; a run whose
 eval_results.json exists is skipped, one with checkpoints is resumed by pretrain itself. The evaluation is the
 run's own final evaluation (pretrain evaluates the LAST checkpoint on the test split with the fixed protocol of
@@ -150,7 +150,7 @@ def launch(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False,
            keep_checkpoints: bool = False) -> dict:
     """Run one pre-training subprocess unless its evaluation already exists; return its record."""
     argv = pretrain_argv(config, extra, spec)
-    command = [sys.executable, "-m", "training.pretrain", *argv]
+    command = [sys.executable, "-m", "fgssl.training.pretrain", *argv]
     if (spec.run_dir / "eval_results.json").is_file():
         check_run_dir(spec, argv, write=False)
         print(f"[skip] {spec.name}: {spec.run_dir}/eval_results.json exists", flush=True)
@@ -219,8 +219,8 @@ def random_init_model(pretrain_argv_: list[str]):
     """
     from transformers import set_seed
 
-    from training.data import load_splits
-    from training.pretrain import build_model, parse_args
+    from fgssl.training.data import load_splits
+    from fgssl.training.pretrain import build_model, parse_args
 
     model_args, data_args, training_args, objective_args = parse_args(pretrain_argv_)
     set_seed(training_args.seed)
@@ -237,7 +237,7 @@ def random_init_model(pretrain_argv_: list[str]):
 
 def random_init_evaluation(pretrain_argv_: list[str], output_dir: Path) -> dict:
     """Evaluate the untrained encoder with the fixed protocol; writes eval_results.json/.md into output_dir."""
-    from training.evaluation import evaluate_encoder, write_results
+    from fgssl.training.evaluation import evaluate_encoder, write_results
 
     model, model_args, data = random_init_model(pretrain_argv_)
     results = evaluate_encoder(model.fgssl, data, image_size=model_args.image_size)

@@ -157,7 +157,7 @@ for candidate in "$REPO/.gpu_data/cub100" "$REPO/../shared/data/cub100"; do
 done
 if [[ -n "$DATA" ]]; then
     run_stage "cub100 pre-training ($DATA)" 200 \
-        "$PY" -m training.pretrain configs/cub100_cpu.yaml --dataset_name "$DATA" --max_steps "$STEPS" \
+        "$PY" -m fgssl.training.pretrain configs/cub100_cpu.yaml --dataset_name "$DATA" --max_steps "$STEPS" \
         --bf16 "$([[ $DEVICE == cuda ]] && echo true || echo false)" --output_dir "$WORK/cub100_run" \
         --save_steps "$STEPS" --logging_steps 25 --picture_steps 0 --report_to none --disable_tqdm true --seed 0 \
         "${RUN_ARGS[@]}"
@@ -195,7 +195,7 @@ if (run / "train_results.json").is_file():
         shutil.copy(pictures[-1], out / f"cub100_pairs_{card}.png")
     train = summary["train"]
     lines += ["## cub100 pre-training", "",
-              f"`python -m training.pretrain configs/cub100_cpu.yaml {run_args}`", "",
+              f"`python -m fgssl.training.pretrain configs/cub100_cpu.yaml {run_args}`", "",
               f"{train.get('num_train_images')} training images; train_runtime {train.get('train_runtime')} s, "
               f"{train.get('train_samples_per_second')} samples/s, {train.get('train_steps_per_second')} steps/s; "
               f"wall {train.get('wall_seconds')} s (decoding, training, evaluation).", ""]

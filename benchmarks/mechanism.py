@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import cub100  # noqa: E402
 from benchmarks.summarize import mean_std, method_sort_key, write_summary  # noqa: E402
-from training.evaluation import json_safe  # noqa: E402
+from fgssl.training.evaluation import json_safe  # noqa: E402
 
 CATEGORICAL_FACTORS = ("background", "facing")
 CONTINUOUS_FACTORS = ("x", "y", "scale", "rotation")
@@ -116,9 +116,9 @@ def per_dim_statistics(features: np.ndarray, labels: np.ndarray, factors: dict[s
 
 def load_pretraining_run(run_dir: Path):
     """(FGSSLForPreTraining in eval mode, the trainer's running variance of h saved with it, or None)."""
-    import modeling  # noqa: F401
+    import fgssl.modeling  # noqa: F401
     import torch
-    from modeling import FGSSLForPreTraining
+    from fgssl.modeling import FGSSLForPreTraining
     from safetensors import safe_open
 
     model = FGSSLForPreTraining.from_pretrained(str(run_dir)).eval()
@@ -142,8 +142,8 @@ def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size
     """
     import torch
 
-    from training import objective as obj
-    from training.trainer import ObjectiveArguments
+    from fgssl.training import objective as obj
+    from fgssl.training.trainer import ObjectiveArguments
 
     known = set(ObjectiveArguments.__dataclass_fields__)
     oa = ObjectiveArguments(**{k: v for k, v in objective.items() if k in known})
@@ -221,7 +221,7 @@ def ridge_r2(train_x, train_y, test_x, test_y) -> float:
 
 def encoder_probes(train_x, train_y, train_factors, test_x, test_y, test_factors, seed: int = 0) -> dict:
     """Linear decodability of the class and of every nuisance factor from h (fit on train, scored on test)."""
-    from training.evaluation import linear_probe_top1
+    from fgssl.training.evaluation import linear_probe_top1
 
     probes = {"class_acc": linear_probe_top1(train_x, train_y, test_x, test_y, seed=seed)[0]}
     for name in CATEGORICAL_FACTORS:
@@ -266,7 +266,7 @@ def split_factors(dataset) -> dict[str, np.ndarray]:
 def analyse_encoder(model, data, image_size: int, objective: dict | None, batch_size: int, passes: int,
                     seed: int) -> dict:
     """Per-dim statistics, mask frequencies (when `objective` is given) and encoder probes of one model."""
-    from training.evaluation import embed_dataset
+    from fgssl.training.evaluation import embed_dataset
 
     encoder = model.fgssl
     train_x, train_y = embed_dataset(encoder, data.train, image_size=image_size, desc="Embedding train")
@@ -293,8 +293,8 @@ def analyse_run(record: dict, pretrain_argv: list[str], passes: int) -> dict:
     """Analyse one finished benchmark run (or the random-init encoder of the config)."""
     from dataclasses import asdict
 
-    from training import objective as obj
-    from training.pretrain import parse_args
+    from fgssl.training import objective as obj
+    from fgssl.training.pretrain import parse_args
 
     run_dir = Path(record["run_dir"])
     # The run's own arguments (bench_args.json holds the same argv) give its objective knobs.

@@ -64,7 +64,7 @@ def jpeg_files(data_dir: Path, split: str = "train") -> list[Path]:
 
 def measure_decode(files: list[Path], image_size: int, limit: int) -> dict:
     """Images/s of decode_image (raw file -> uint8 3 x S x S) in this process, on up to `limit` files."""
-    from training.data import decode_image
+    from fgssl.training.data import decode_image
 
     chosen = files[:: max(1, len(files) // limit)][:limit]  # spread over classes
     start = time.perf_counter()
@@ -76,7 +76,7 @@ def measure_decode(files: list[Path], image_size: int, limit: int) -> dict:
 
 def measure_prepare(data_dir: Path, image_size: int, max_train_samples: int | None, cache_dir: str):
     """(stats, train split): the one-time `load_splits` cost into an empty cache (the eval split cut to 1 image)."""
-    from training.data import load_splits
+    from fgssl.training.data import load_splits
 
     start = time.perf_counter()
     data = load_splits(str(data_dir), image_size, max_train_samples=max_train_samples, max_eval_samples=1,
@@ -153,7 +153,7 @@ def run_pipeline_benchmark(settings: BenchSettings, data_dir: Path = DEFAULT_DAT
                            decode_images: int = 300, max_train_samples: int | None = None, num_workers: int = 0,
                            results_dir: Path | None = None, step_reps: int = 5, log=print) -> dict:
     """All stages of the module docstring; returns the JSON-ready result."""
-    from training.data import collate_uint8
+    from fgssl.training.data import collate_uint8
 
     import datasets
 

@@ -212,8 +212,8 @@ def build_trainer(variant: str, settings: BenchSettings, output_dir: str):
     """An `FGSSLTrainer` for one variant, ready to step: optimiser created, model prepared as `Trainer.train` does."""
     from transformers import TrainingArguments
 
-    from training.pretrain import ModelArguments, build_model
-    from training.trainer import FGSSLTrainer, ObjectiveArguments
+    from fgssl.training.pretrain import ModelArguments, build_model
+    from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
     method, fraction = parse_variant(variant)
     torch.manual_seed(settings.seed)
@@ -385,8 +385,8 @@ def cpu_peak_bytes_child(variant: str, settings: BenchSettings, steps: int) -> d
     import transformers.models.vit.modeling_vit  # noqa: F401
     from diffusers.models.unets import unet_2d_blocks  # noqa: F401
 
-    import modeling  # noqa: F401
-    import training.trainer  # noqa: F401
+    import fgssl.modeling  # noqa: F401
+    import fgssl.training.trainer  # noqa: F401
 
     torch.set_num_threads(available_cores())
     batch = device_batch(make_batch(settings), settings)
@@ -435,8 +435,8 @@ def _zero_grads(*modules) -> None:
 
 def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
     """({section: fn}, {section: untimed setup}) on fixed views of `batch`; see the module docstring."""
-    from training import objective as obj
-    from training.trainer import scale_grad
+    from fgssl.training import objective as obj
+    from fgssl.training.trainer import scale_grad
 
     fns, setups = {}, {}
     moco = trainers.get(BASELINE)
@@ -800,7 +800,7 @@ def model_fields_of_config(path: str | None) -> dict:
         return {}
     import yaml
 
-    from training.pretrain import ModelArguments
+    from fgssl.training.pretrain import ModelArguments
 
     file = Path(path)
     if not file.is_file():

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from training.evaluation import json_safe  # noqa: E402
+from fgssl.training.evaluation import json_safe  # noqa: E402
 
 METRICS = ("retrieval_rank1", "retrieval_rank5", "retrieval_map", "knn_top1", "linear_top1")
 #: Display order; anything else follows alphabetically.

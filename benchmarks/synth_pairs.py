@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.mechanism import load_pretraining_run  # noqa: E402
-from training.evaluation import json_safe  # noqa: E402
+from fgssl.training.evaluation import json_safe  # noqa: E402
 
 
 def r2(pred, target, baseline) -> float:
@@ -55,9 +55,9 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int) ->
     import torch
     import torch.nn.functional as F
 
-    from training import objective as obj
-    from training.augment import eval_transform
-    from training.trainer import ObjectiveArguments
+    from fgssl.training import objective as obj
+    from fgssl.training.augment import eval_transform
+    from fgssl.training.trainer import ObjectiveArguments
 
     config = json.loads((run_dir / "training_config.json").read_text())
     known = set(ObjectiveArguments.__dataclass_fields__)
@@ -155,7 +155,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cub100")
     args = parser.parse_args(argv)
-    from training.data import load_splits
+    from fgssl.training.data import load_splits
 
     image_size = json.loads((args.run_dirs[0] / "training_config.json").read_text())["model"]["image_size"]
     data = load_splits(args.dataset, image_size)

@@ -29,7 +29,7 @@ def tiny_convnext_config():
 
 
 def tiny_fgssl_config(backbone="vit", **kwargs):
-    from modeling import FGSSLConfig
+    from fgssl.modeling import FGSSLConfig
 
     backbone_config = tiny_vit_config() if backbone == "vit" else tiny_convnext_config()
     defaults = dict(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from training.augment import (
+from fgssl.training.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TwoViewAugment,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 
-import training.push as push
-from training.card import render_model_card, write_model_card
+import fgssl.training.push as push
+from fgssl.training.card import render_model_card, write_model_card
 
 EVAL_RESULTS = {
     "retrieval_rank1": 0.5, "retrieval_rank5": 0.8, "retrieval_map": None, "knn_top1": 0.4, "linear_top1": 0.61234,
@@ -19,7 +19,7 @@ EVAL_RESULTS = {
 @pytest.fixture
 def model_dir(tmp_path):
     from conftest import tiny_fgssl_config
-    from modeling import FGSSLModel
+    from fgssl.modeling import FGSSLModel
 
     torch.manual_seed(0)
     folder = tmp_path / "model"
@@ -76,7 +76,7 @@ def test_card_links_synthesized_pairs_and_copies_outside_pictures(model_dir, tmp
 
 def test_card_of_a_finetuned_classifier_reports_accuracy(tmp_path):
     from conftest import tiny_fgssl_config
-    from modeling import FGSSLForImageClassification
+    from fgssl.modeling import FGSSLForImageClassification
 
     out = tmp_path / "ft"
     FGSSLForImageClassification(tiny_fgssl_config(num_labels=3)).save_pretrained(out / "merged")
@@ -88,7 +88,7 @@ def test_card_of_a_finetuned_classifier_reports_accuracy(tmp_path):
 
 def test_card_without_results_says_so(tmp_path):
     from conftest import tiny_fgssl_config
-    from modeling import FGSSLModel
+    from fgssl.modeling import FGSSLModel
 
     FGSSLModel(tiny_fgssl_config(use_decoder=False)).save_pretrained(tmp_path / "m")
     card = render_model_card(tmp_path / "m")
@@ -177,7 +177,7 @@ def test_push_uploads_weights_config_code_and_card(model_dir, monkeypatch):
 
 
 def test_finetune_with_push_to_hub_and_no_token_fails_before_training(tmp_path, monkeypatch, hub_calls):
-    from training import finetune
+    from fgssl.training import finetune
 
     monkeypatch.setattr(push, "get_token", lambda: None)
     started = []

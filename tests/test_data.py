@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training import data
-from training.data import collate_uint8, find_columns, load_raw_dataset, load_splits, prepare_images
+from fgssl.training import data
+from fgssl.training.data import collate_uint8, find_columns, load_raw_dataset, load_splits, prepare_images
 
 # Expected RGB of each test image after decoding (all images are one flat colour).
 WHITE = (255, 255, 255)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.evaluation import (
+from fgssl.training.evaluation import (
     PROTOCOL_METRICS,
     embed_dataset,
     evaluate_encoder,
@@ -19,7 +19,7 @@ from training.evaluation import (
     retrieval_metrics,
     write_results,
 )
-from training.metrics import load_metric, metric_path
+from fgssl.training.metrics import load_metric, metric_path
 
 
 def unit_vectors_at(degrees):
@@ -224,10 +224,10 @@ def tiny_split(n, num_classes, size=32, seed=0):
 
 def test_load_encoder_wraps_a_plain_backbone_and_embeds(tmp_path):
     from conftest import tiny_vit_config
-    from modeling import FGSSLModel
+    from fgssl.modeling import FGSSLModel
     from transformers import ViTModel
 
-    from training.augment import eval_transform
+    from fgssl.training.augment import eval_transform
 
     torch.manual_seed(0)
     ViTModel(tiny_vit_config(), add_pooling_layer=False).save_pretrained(tmp_path / "vit")
@@ -245,9 +245,9 @@ def test_load_encoder_wraps_a_plain_backbone_and_embeds(tmp_path):
 
 def test_evaluate_encoder_protocol_subsets_and_results_files(tmp_path):
     from conftest import tiny_fgssl_config
-    from modeling import FGSSLModel
+    from fgssl.modeling import FGSSLModel
 
-    from training.data import PreparedData
+    from fgssl.training.data import PreparedData
 
     torch.manual_seed(0)
     model = FGSSLModel(tiny_fgssl_config())
@@ -268,9 +268,9 @@ def test_evaluate_encoder_protocol_subsets_and_results_files(tmp_path):
 
 def test_fgssl_eval_cli_on_cub100(tmp_path, cub100):
     from conftest import tiny_fgssl_config
-    from modeling import FGSSLModel
+    from fgssl.modeling import FGSSLModel
 
-    from training.eval import main
+    from fgssl.training.eval import main
 
     torch.manual_seed(0)
     FGSSLModel(tiny_fgssl_config()).save_pretrained(tmp_path / "model")

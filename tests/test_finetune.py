@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from training.finetune import (
+from fgssl.training.finetune import (
     apply_lora,
     build_classifier,
     few_shot_indices,
@@ -40,7 +40,7 @@ def colour_task(n, size=32, seed=0):
 
 def tiny_classifier(backbone="vit", num_labels=2):
     from conftest import tiny_fgssl_config
-    from modeling import FGSSLForImageClassification
+    from fgssl.modeling import FGSSLForImageClassification
 
     torch.manual_seed(0)
     return FGSSLForImageClassification(tiny_fgssl_config(backbone, num_labels=num_labels))
@@ -115,7 +115,7 @@ def test_save_adapter_and_merged_model_give_the_same_logits(tmp_path):
 
 def test_build_classifier_keeps_encoder_weights(tmp_path):
     from conftest import tiny_fgssl_config, tiny_vit_config
-    from modeling import FGSSLModel
+    from fgssl.modeling import FGSSLModel
     from transformers import ViTModel
 
     torch.manual_seed(0)
@@ -144,9 +144,9 @@ def test_few_shot_indices_are_k_per_class_and_seeded():
 
 def test_fgssl_finetune_cli_lora_few_shot(tmp_path, cub100):
     from conftest import tiny_fgssl_config
-    from modeling import FGSSLModel
+    from fgssl.modeling import FGSSLModel
 
-    from training.finetune import main
+    from fgssl.training.finetune import main
 
     torch.manual_seed(0)
     FGSSLModel(tiny_fgssl_config()).save_pretrained(tmp_path / "model")
@@ -167,7 +167,7 @@ def test_fgssl_finetune_cli_lora_few_shot(tmp_path, cub100):
 
 
 def test_trainer_evaluates_on_the_deterministic_view(tmp_path):
-    from training.augment import eval_transform
+    from fgssl.training.augment import eval_transform
 
     train, test = colour_task(8), colour_task(4, seed=1)
     trainer = make_trainer(tiny_classifier("vit"), cpu_args(tmp_path), train, test, image_size=32)

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from conftest import REPO_ROOT, tiny_convnext_config, tiny_fgssl_config, tiny_vit_config
-from modeling import (
+from fgssl.modeling import (
     FGSSLConfig,
     FGSSLDecoder,
     FGSSLForImageClassification,
@@ -241,7 +241,7 @@ def test_remote_code_without_the_package(tmp_path):
         f"""
         import torch
         try:
-            import modeling
+            import fgssl.modeling
             raise SystemExit('package still importable')
         except ModuleNotFoundError:
             pass

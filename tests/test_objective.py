@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from training.objective import (
+from fgssl.training.objective import (
     NUISANCE_MASK_MODES,
     VarianceTracker,
     gradcam_map,

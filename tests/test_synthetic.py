@@ -6,8 +6,8 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from training import synthetic
-from training.synthetic import (
+from fgssl.training import synthetic
+from fgssl.training.synthetic import (
     NuisanceFactors,
     class_names,
     default_dataset,

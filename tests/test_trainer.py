@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
 from conftest import REPO_ROOT, tiny_fgssl_config
-from modeling import FGSSLForPreTraining, FGSSLModel
-from training.data import collate_uint8
-from training.pretrain import method_config_kwargs, parse_args, run_pretraining
-from training.trainer import FGSSLTrainer, ObjectiveArguments
+from fgssl.modeling import FGSSLForPreTraining, FGSSLModel
+from fgssl.training.data import collate_uint8
+from fgssl.training.pretrain import method_config_kwargs, parse_args, run_pretraining
+from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
 
 def random_images(n=32, size=32, seed=0):
@@ -162,7 +162,7 @@ def test_invalid_objective_knob_is_refused_at_parse_time(argv, field):
 
 
 def test_invalid_model_knob_is_refused_before_any_data_work(tmp_path, monkeypatch):
-    import training.pretrain as pretrain
+    import fgssl.training.pretrain as pretrain
 
     monkeypatch.setattr(pretrain, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
     args = parse_args(["--queue_size", "-5", "--output_dir", str(tmp_path)])

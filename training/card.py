@@ -15,7 +15,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hub_cards import MODEL_CARD_TEMPLATE
+from ..hub_cards import MODEL_CARD_TEMPLATE
 
 #: metric key -> (task_type, task_name, metric_type, metric_name) of the model-index entry.
 RESULT_SPECS = {

@@ -102,7 +102,7 @@ def load_raw_dataset(name_or_path: str | None, cache_dir=None) -> datasets.Datas
             message names the path and the accepted forms.
     """
     if name_or_path is None or (name_or_path == SYNTHETIC_NAME and not Path(name_or_path).exists()):
-        from training.synthetic import default_dataset
+        from .synthetic import default_dataset
 
         return default_dataset(cache_dir=cache_dir)
 

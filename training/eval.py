@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from training.evaluation import (
+from .evaluation import (
     KNN_K,
     KNN_TEMPERATURE,
     LINEAR_VAL_FRACTION,
@@ -73,7 +73,7 @@ def default_output_dir(model_name_or_path: str) -> Path:
 
 def run_eval(args: EvalArguments) -> dict:
     """Load the encoder and the data, run the protocols, write the results; returns the results dict."""
-    from training.data import load_splits
+    from .data import load_splits
 
     protocols = parse_protocols(args.protocols)
     encoder = load_encoder(args.model_name_or_path)

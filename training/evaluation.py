@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from training.augment import eval_transform
-from training.metrics import load_metric
+from .augment import eval_transform
+from .metrics import load_metric
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def load_encoder(name_or_path: str, **kwargs):
         OSError: the path is neither a model folder nor a reachable Hub id.
         ValueError: the checkpoint lacks encoder weights (they would silently stay random).
     """
-    import modeling  # noqa: F401  (registers the fgssl Auto classes)
-    from modeling import FGSSLModel
+    from .. import modeling  # noqa: F401  (registers the fgssl Auto classes)
+    from ..modeling import FGSSLModel
     from transformers import AutoConfig, AutoModel
 
     try:

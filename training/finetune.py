@@ -24,8 +24,8 @@ import torch
 from kornia import augmentation as K
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from training.augment import eval_transform, normalize_images
-from training.metrics import load_metric
+from .augment import eval_transform, normalize_images
+from .metrics import load_metric
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ def build_classifier(model_name_or_path: str, num_labels: int, id2label: dict[in
     Raises:
         ValueError: the checkpoint lacks encoder weights (they would silently stay random).
     """
-    import modeling  # noqa: F401  (registers the fgssl Auto classes)
-    from modeling import FGSSLForImageClassification
+    from .. import modeling  # noqa: F401  (registers the fgssl Auto classes)
+    from ..modeling import FGSSLForImageClassification
     from transformers import AutoConfig
 
     id2label = id2label or {i: str(i) for i in range(num_labels)}
@@ -145,7 +145,7 @@ class ClassificationCollator:
         )
 
     def __call__(self, examples) -> dict[str, torch.Tensor]:
-        from training.data import collate_uint8
+        from .data import collate_uint8
 
         batch = collate_uint8(examples)
         pixels = batch["pixel_values"]
@@ -248,14 +248,14 @@ class FinetuneArguments:
 
 def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> dict:
     """Load data and model, train with Trainer, evaluate, save; returns the results written to finetune_results.json."""
-    from training.data import load_splits
-    from training.evaluation import default_image_size
+    from .data import load_splits
+    from .evaluation import default_image_size
 
     if args.method not in FINETUNE_METHODS:
         raise ValueError(f"--method must be one of {FINETUNE_METHODS}, got {args.method!r}.")
     push_repo = None
     if training_args.push_to_hub:
-        from training.push import check_hub_access
+        from .push import check_hub_access
 
         check_hub_access(training_args.hub_token)  # a missing token fails now, not after training
         push_repo = training_args.hub_model_id or Path(training_args.output_dir).name
@@ -263,7 +263,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
         training_args.push_to_hub = False
     from transformers import AutoConfig
 
-    import modeling  # noqa: F401  (lets AutoConfig read fgssl configs)
+    from .. import modeling  # noqa: F401  (lets AutoConfig read fgssl configs)
 
     image_size = args.image_size or default_image_size(AutoConfig.from_pretrained(args.model_name_or_path))
     data = load_splits(
@@ -302,7 +302,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
     Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(training_args.output_dir) / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
     if push_repo is not None:
-        from training.push import push_to_hub
+        from .push import push_to_hub
 
         final_dir = paths.get("merged") or paths["model"]
         results["pushed"] = push_to_hub(final_dir, push_repo, token=training_args.hub_token,

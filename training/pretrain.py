@@ -133,8 +133,8 @@ def method_config_kwargs(method: str) -> dict:
 
 def build_model(model_args: ModelArguments, method: str):
     """An `FGSSLForPreTraining` for `method`: from an fgssl checkpoint, a backbone preset, or pretrained weights."""
-    import modeling  # noqa: F401  (registers the Auto classes)
-    from modeling import FGSSLConfig, FGSSLForPreTraining
+    from .. import modeling  # noqa: F401  (registers the Auto classes)
+    from ..modeling import FGSSLConfig, FGSSLForPreTraining
 
     config_kwargs = dict(
         projector_hidden_size=model_args.projector_hidden_size,

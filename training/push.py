@@ -87,7 +87,7 @@ def ensure_remote_code(folder) -> list[str]:
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     if config.get("model_type") != "fgssl":
         return []
-    import modeling
+    from .. import modeling
 
     source = Path(modeling.__file__).resolve().parent
     copied = []
@@ -121,7 +121,7 @@ def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool | 
     token = check_hub_access(token)
     ensure_remote_code(folder)
     if write_card and not (folder / "README.md").is_file():
-        from training.card import write_model_card
+        from .card import write_model_card
 
         write_model_card(folder, repo_id=repo_id, **(card_kwargs or {}))
     api = HfApi(token=token)

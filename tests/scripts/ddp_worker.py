@@ -17,9 +17,9 @@ from datasets import Dataset  # noqa: E402
 from conftest import tiny_fgssl_config  # noqa: E402
 from transformers import TrainingArguments  # noqa: E402
 
-from modeling import FGSSLForPreTraining  # noqa: E402
-from training.data import collate_uint8  # noqa: E402
-from training.trainer import FGSSLTrainer, ObjectiveArguments  # noqa: E402
+from fgssl.modeling import FGSSLForPreTraining  # noqa: E402
+from fgssl.training.data import collate_uint8  # noqa: E402
+from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments  # noqa: E402
 
 
 def main(out_dir: str, steps: int, batch: int):
