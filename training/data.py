@@ -349,6 +349,29 @@ class PreparedData:
     label_column: str | None = "label"
 
 
+#: Seed of the fixed per-class validation carve-out (`holdout_fraction`).
+HOLDOUT_SEED = 0
+
+
+def carve_holdout(ds: datasets.Dataset, label_column: str, fraction: float, seed: int = HOLDOUT_SEED):
+    """Split `ds` into (rest, holdout): `fraction` of every class (rounded, at least one image per class with two
+    or more), drawn with a fixed seed. The validation part of train on which knobs are chosen, so that the test
+    split is only ever scored (METHOD.md, evaluation protocol)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), e.g. 0.15; got {fraction}.")
+    labels = np.asarray(ds[label_column])
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n = int(round(fraction * len(members)))
+        n = min(max(n, 1), len(members) - 1) if len(members) > 1 else 0
+        held.extend(rng.permutation(members)[:n].tolist())
+    held_set = set(held)
+    rest = [i for i in range(len(ds)) if i not in held_set]
+    return ds.select(rest), ds.select(sorted(held))
+
+
 def _resolve_eval_split(raw: datasets.DatasetDict, train_split: str, eval_split: str | None) -> str | None:
     """The eval split: the one asked for, else "test", else "validation", else none."""
     if eval_split is not None:
@@ -370,13 +393,25 @@ def load_splits(
     eval_split=None,
     num_proc=None,
     cache_dir=None,
+    holdout_fraction: float = 0.0,
 ) -> PreparedData:
     """Load, find columns, and decode the train split and the eval split (see the module docstring).
+
+    With `holdout_fraction` > 0, a fixed per-class part of the train split (`carve_holdout`) becomes the eval
+    split and the rest is trained on; the dataset's own test split is not loaded at all (choosing knobs).
 
     Raises:
         ValueError: an unknown split name (the message lists the splits) or an unusable column.
     """
     raw = load_raw_dataset(name_or_path, cache_dir=cache_dir)
+    if holdout_fraction:
+        _, label_col = find_columns(raw[train_split], image_column, label_column)
+        if label_col is None:
+            raise ValueError("holdout_fraction needs labels to carve a per-class validation part; the dataset has "
+                             "no label column (pass --label_column, or drop --holdout_fraction).")
+        rest, held = carve_holdout(raw[train_split], label_col, holdout_fraction)
+        raw = datasets.DatasetDict({train_split: rest, "holdout": held})
+        eval_split = "holdout"
     eval_split = _resolve_eval_split(raw, train_split, eval_split)
     for split in (train_split, eval_split):
         if split is not None and split not in raw:
