@@ -363,6 +363,36 @@ def test_fgssl_eval_on_a_cub_download(cub_dir, tmp_path):
     assert results["settings"]["dataset_format"] == "cub" and results["settings"]["crop_to_bbox"] is False
 
 
+@pytest.mark.parametrize(
+    "config, layout, counts",
+    [
+        ("cub200_vit_s16_gpu.yaml", "cub", (6, 3)),
+        ("cub200_convnext_t_gpu.yaml", "cub", (6, 3)),
+        ("cars_convnext_t_gpu.yaml", "cars", (5, 4)),
+        ("aircraft_convnext_t_gpu.yaml", "aircraft", (8, 4)),  # trainval: train + validation
+    ],
+)
+def test_gpu_configs_read_the_download_layouts(config, layout, counts, cub_dir, cars_dir, aircraft_dir, tmp_path,
+                                               monkeypatch):
+    from conftest import REPO_ROOT
+
+    from fgssl.training.pretrain import parse_args
+
+    config_path = REPO_ROOT / "configs" / config
+    _, data_args, _, _ = parse_args([str(config_path), "--bf16", "false"])
+    # The download, where the config expects it relative to the working directory (data/<folder as extracted>).
+    root = {"cub": cub_dir, "cars": cars_dir, "aircraft": aircraft_dir}[layout][0]
+    assert data_args.dataset_name == f"data/{root.name}"
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    shutil.move(root, tmp_path / "run" / data_args.dataset_name)
+    monkeypatch.chdir(tmp_path / "run")
+    prepared = data.load_splits(data_args.dataset_name, 8, train_split=data_args.train_split,
+                                eval_split=data_args.eval_split, cache_dir=tmp_path / "cache",
+                                require_eval=data_args.run_evaluation, **data_args.format_kwargs())
+    assert (len(prepared.train), len(prepared.eval)) == counts
+    assert prepared.source["dataset_format"] == layout and "estimate" in config_path.read_text()
+
+
 # --------------------------------------------------------------------------------------------- crops
 
 
