@@ -22,7 +22,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import collate_uint8, load_splits
+from .data import DatasetFormatArguments, collate_uint8, load_splits
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
 logger = logging.getLogger("fgssl.pretrain")
@@ -101,16 +101,19 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(DatasetFormatArguments):
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub id, local image-folder dir or save_to_disk dir; default: the embedded synthetic "
-                          "fine-grained dataset."},
+        metadata={"help": "Hub id, local image-folder dir, CUB-200-2011 / Stanford Cars / FGVC-Aircraft folder as "
+                          "downloaded, or save_to_disk dir; default: the embedded synthetic fine-grained dataset."},
     )
     image_column: str | None = field(default=None)
     label_column: str | None = field(default=None, metadata={"help": "Labels are not used for training."})
     train_split: str = field(default="train")
-    eval_split: str | None = field(default=None, metadata={"help": "Labelled split for the final evaluation."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Labelled split for the final evaluation (default: test, else validation; "
+                                        "none: no evaluation)."}
+    )
     holdout_fraction: float = field(
         default=0.0,
         metadata={"help": "Carve this fraction of every class out of the train split (fixed seed), train on the "
@@ -222,7 +225,9 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
         max_eval_samples=data_args.max_eval_samples,
         train_split=data_args.train_split,
         eval_split=data_args.eval_split,
+        require_eval=data_args.run_evaluation,
         holdout_fraction=data_args.holdout_fraction,
+        **data_args.format_kwargs(),
     )
     if len(data.train) < training_args.per_device_train_batch_size * max(1, training_args.world_size):
         raise ValueError(
@@ -297,6 +302,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
     training_config = dict(
         method=objective_args.method,
         dataset=data_args.dataset_name or "embedded-synthetic",
+        data=data.source,
         seed=trainer.args.seed,
         epochs=trainer.args.num_train_epochs,
         max_steps=trainer.state.max_steps,
