@@ -39,7 +39,7 @@ class FGSSLConfig(PreTrainedConfig):
             vector `h` (B x C); `"feature_map"`, the final map `A` (B x C x H x W).
         decoder_base_size (`int`, defaults to 4): `pooled`: side `s0` of the grid the decoder's linear layer
             produces; `feature_map`: the side H of the feature map at `image_size` (set from the backbone).
-        decoder_block_out_channels (`list[int]`, defaults to `[64, 32, 32, 16]`): channels of the diffusers
+        decoder_block_out_channels (`list[int]`, defaults to `[32, 16, 8, 8]`): channels of the diffusers
             up-decoder blocks; every block but the last doubles the resolution, so the decoded image side is
             `decoder_base_size * 2 ** (len(decoder_block_out_channels) - 1)`.
         decoder_layers_per_block (`int`, defaults to 1): resnet layers in each up-decoder block.
@@ -63,7 +63,7 @@ class FGSSLConfig(PreTrainedConfig):
     use_decoder: bool = True
     decoder_input: str = "feature_map"
     decoder_base_size: int = 4
-    decoder_block_out_channels: list[int] | tuple[int, ...] = (64, 32, 32, 16)
+    decoder_block_out_channels: list[int] | tuple[int, ...] = (32, 16, 8, 8)
     decoder_layers_per_block: int = 1
     decoder_norm_num_groups: int = 8
     initializer_range: float = 0.02
