@@ -193,9 +193,15 @@ def parse_variant(name: str) -> tuple[str, float]:
     raise ValueError(f"Unknown variant {name!r}: use moco, lcr, fgssl or fgssl-<fraction in (0, 1]>, e.g. fgssl-0.25.")
 
 
+#: Variant suffix: the synthesized query pass recomputed in backward (ObjectiveArguments.synth_recompute).
+RECOMPUTE = "+recompute"
+
+
 def canonical_variant(name: str) -> str:
-    method, fraction = parse_variant(name)
-    return method if method != "fgssl" else f"fgssl-{fraction:g}" if fraction != 1.0 else "fgssl-1.0"
+    suffix = RECOMPUTE if name.endswith(RECOMPUTE) else ""
+    method, fraction = parse_variant(name.removesuffix(RECOMPUTE))
+    base = method if method != "fgssl" else f"fgssl-{fraction:g}" if fraction != 1.0 else "fgssl-1.0"
+    return base + suffix
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +222,8 @@ def build_trainer(variant: str, settings: BenchSettings, output_dir: str):
     from fgssl.training.pretrain import ModelArguments, build_model
     from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
-    method, fraction = parse_variant(variant)
+    recompute = variant.endswith(RECOMPUTE)
+    method, fraction = parse_variant(variant.removesuffix(RECOMPUTE))
     torch.manual_seed(settings.seed)
     model_args = ModelArguments(**{**settings.model_overrides, "backbone": settings.backbone,
                                    "image_size": settings.image_size})
@@ -230,7 +237,8 @@ def build_trainer(variant: str, settings: BenchSettings, output_dir: str):
         weight_decay=0.05, use_cpu=settings.device == "cpu", bf16=settings.bf16, report_to="none",
         save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False, remove_unused_columns=False,
     )
-    objective = ObjectiveArguments(method=method, synth_fraction=fraction, synth_warmup_steps=0, synth_ramp_steps=0)
+    objective = ObjectiveArguments(method=method, synth_fraction=fraction, synth_warmup_steps=0, synth_ramp_steps=0,
+                                   synth_recompute=recompute)
     trainer = FGSSLTrainer(model=model, args=args, objective_args=objective, image_size=settings.image_size)
     if settings.bf16 and settings.autocast == "step":
         trainer.compute_loss_context_manager = trainer.accelerator.autocast
@@ -492,7 +500,8 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
 
         fns["LCR Grad-CAM map+KL"] = lcr_gradcam_kl
 
-    fgssl_names = [n for n in trainers if parse_variant(n)[0] == "fgssl"]
+    fgssl_names = [n for n in trainers if parse_variant(n.removesuffix(RECOMPUTE))[0] == "fgssl"
+                   and not n.endswith(RECOMPUTE)]
     if fgssl_names:
         fg = trainers[fgssl_names[0]]
         oa = fg.objective_args
@@ -535,7 +544,7 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
         fns["decoder forward+backward (L_R)"] = decoder_fwd_bwd
 
         for name in fgssl_names:
-            fraction = parse_variant(name)[1]
+            fraction = parse_variant(name.removesuffix(RECOMPUTE))[1]
 
             def synthesized_pair(fraction=fraction):
                 idx = obj.synth_subset(h.shape[0], fraction).to(h.device)
@@ -655,6 +664,9 @@ def check_targets(result: dict) -> list[dict]:
         if section in bd:
             add(f"{section} / moco step", bd[section]["pct_of_moco_step"], TARGETS[key], "%",
                 bd[section]["pct_of_moco_step_min"])
+    if "fgssl-1.0+recompute" in variants and "peak_memory_ratio" in variants["fgssl-1.0+recompute"]:
+        add("fgssl-1.0+recompute peak memory / moco", variants["fgssl-1.0+recompute"]["peak_memory_ratio"],
+            TARGETS["fgssl_peak_memory_ratio"], "x")
     for name in ("fgssl-1.0", "fgssl-0.25"):
         if name in variants:
             add(f"{name} step / moco step", variants[name]["time_ratio"], TARGETS[f"{name}_time_ratio"], "x",
@@ -787,7 +799,8 @@ def parse_args(argv=None):
                    help="Measure another decoder (default: ModelArguments' default, or the --config's).")
     p.add_argument("--decoder_base_size", type=int, default=None, help="Default: ModelArguments', or the --config's.")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_VARIANTS),
-                   help="Variants: moco, lcr, fgssl (= fgssl-1.0), fgssl-<fraction>. moco is required.")
+                   help="Variants: moco, lcr, fgssl (= fgssl-1.0), fgssl-<fraction>, and any fgssl one with "
+                        "+recompute (synth_recompute). moco is required.")
     p.add_argument("--reps", type=int, default=20, help="Timed steps per variant (median reported).")
     p.add_argument("--warmup", type=int, default=3, help="Untimed steps per variant first.")
     p.add_argument("--breakdown_reps", type=int, default=None, help="Reps per breakdown section (default --reps).")

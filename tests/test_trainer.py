@@ -99,6 +99,14 @@ def test_gradient_routing_of_the_synthesized_pair_and_reconstruction(tmp_path, d
     assert not torch.allclose(enc_r1, enc_c)
 
 
+def test_recomputing_the_synthesized_query_pass_gives_the_same_gradients(tmp_path):
+    # Activation checkpointing trades memory for one more forward; the gradients must not change.
+    enc, dec = _one_step_gradients(tmp_path / "keep", alpha=1.0, nu=1.0)
+    enc_re, dec_re = _one_step_gradients(tmp_path / "recompute", alpha=1.0, nu=1.0, synth_recompute=True)
+    torch.testing.assert_close(enc_re, enc)
+    torch.testing.assert_close(dec_re, dec)
+
+
 @pytest.mark.parametrize("recon_target", ["view", "geometric"])
 def test_reconstruction_target_is_the_view_or_its_geometric_part(tmp_path, recon_target, monkeypatch):
     import fgssl.training.objective as obj

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import objective as obj
@@ -54,6 +55,11 @@ class ObjectiveArguments:
     synth_warmup_steps: int = field(default=50, metadata={"help": "Optimiser steps with L_Cp off (decoder learns)."})
     synth_ramp_steps: int = field(default=50, metadata={"help": "Steps over which nu ramps from 0 to its value."})
     synth_fraction: float = field(default=1.0, metadata={"help": "Fraction of the batch that is synthesized."})
+    synth_recompute: bool = field(
+        default=False,
+        metadata={"help": "Recompute the synthesized query pass in backward (activation checkpointing): less peak "
+                          "memory for one more encoder forward of the synthesized images (GPU recipes)."},
+    )
     lcr_weight: float = field(default=0.01, metadata={"help": "LCR: weight of the screening KL term."})
     crop_scale_min: float = field(default=0.2, metadata={"help": "Random resized crop: smallest area fraction."})
     color_jitter: float = field(default=0.4, metadata={"help": "Brightness/contrast/saturation jitter (hue = x/4)."})
@@ -207,7 +213,7 @@ class FGSSLTrainer(Trainer):
                 x_hat = recon[idx].detach()
                 x_hat_perturbed = core.decode((pert.feature_map if by_map else pert.features)[idx])
             if weight > 0:
-                q_synth = core.project(core.encode(self._to_input_size(x_hat_perturbed)).pooler_output)
+                q_synth = self._synth_query(core, self._to_input_size(x_hat_perturbed))
                 k_synth = core.momentum_encode(self._to_input_size(x_hat))
                 loss_synth = obj.info_nce(q_synth, k_synth, None, oa.temperature)
                 # 8. Total.
@@ -224,6 +230,13 @@ class FGSSLTrainer(Trainer):
         if (~mask).any():
             terms["var_kept"] = var[~mask].mean()
         return loss, terms
+
+    def _synth_query(self, core, images: torch.Tensor) -> torch.Tensor:
+        """`g(f(x_hat'))`, optionally recomputed in backward instead of keeping its activations."""
+        query = lambda x: core.project(core.encode(x).pooler_output)  # noqa: E731
+        if self.objective_args.synth_recompute:
+            return checkpoint(query, images, use_reentrant=False)
+        return query(images)
 
     def _to_input_size(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded images (S x S) are resized up to the encoder's input size before they are encoded."""
