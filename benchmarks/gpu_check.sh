@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU check, about 6-8 minutes on one H100/H200 (every stage has its own time limit):
 #   1. environment: GPU, driver, library versions (nvidia-smi);
-#   2. step cost of moco vs fgssl (f = 1.0 and 0.25) for ViT-S/16 and ConvNeXt-T at 224 px in bf16, with the GPU
-#      recipes' model settings (configs/cub200_*_gpu.yaml): ms/step, images/s, peak GPU memory, MFU
-#      (benchmarks/step_cost.py --device cuda --bf16);
-#   3. the same for ViT-S/16 with the whole objective under autocast (--autocast step), to size the
-#      fp32 momentum/decoder/synthesized-pair passes of the current code;
+#   2. step cost of moco vs fgssl (f = 1.0, 0.25, and 1.0 with the synthesized query pass recomputed in backward)
+#      for ViT-S/16 and ConvNeXt-T at 224 px in bf16, with the GPU recipes' model settings
+#      (configs/cub200_*_gpu.yaml; the decoder decodes the final feature map, FGSSLConfig's default): ms/step,
+#      images/s, peak GPU memory, MFU (benchmarks/step_cost.py --device cuda --bf16);
+#   3. the same for both backbones with torch.compile of the encoders and decoder (--compile), moco vs fgssl-1.0;
+#      and ViT-S/16 with the whole objective under autocast (--autocast step);
 #   4. a short cub100 pre-training (fgssl, ViT-S/16, 112 px, 300 steps, bf16) with its evaluation.
 #
 #   bash benchmarks/gpu_check.sh prepare   # HERE (CPU machine with the package registry), once, before the GPU call:
@@ -103,15 +104,15 @@ if [[ "$DRY_RUN" == "1" ]]; then
     # CPU, tiny sizes, the same code paths (configs, bf16 autocast, FLOP counting, memory, the pre-training CLI);
     # CPU peak memory needs a subprocess per variant, hence the longer limits.
     LIMIT_SCALE=4; DEVICE=cpu; SIZE=32; BATCH=8; REPS=2; WARMUP=1; STEPS=4
-    VIT=vit-tiny-cpu; CNX=convnext-tiny-cpu; DECODER=(--decoder_block_out_channels 32 16 --decoder_base_size 4)
-    RUN_ARGS=(--backbone vit-tiny-cpu --image_size 32 --decoder_base_size 4 --decoder_block_out_channels 32 16
+    VIT=vit-tiny-cpu; CNX=convnext-s16-cpu; DECODER=(--decoder_block_out_channels 32 16)
+    RUN_ARGS=(--backbone vit-tiny-cpu --image_size 32 --decoder_block_out_channels 32 16
               --per_device_train_batch_size 16 --max_train_samples 64 --max_eval_samples 32 --use_cpu true
               --synth_warmup_steps 1 --synth_ramp_steps 1 --dataloader_num_workers 0)
 else
     LIMIT_SCALE=1; DEVICE=cuda; SIZE=224; BATCH=128; REPS=15; WARMUP=3; STEPS=300
     VIT=vit-s16; CNX=convnext-t; DECODER=()
-    # 7 * 2**3 = 56 px synthesized images, resized up to 112 for the encoder.
-    RUN_ARGS=(--backbone vit-s16 --image_size 112 --decoder_base_size 7 --decoder_block_out_channels 128 64 32 32
+    # The 7 x 7 final map of ViT-S/16 at 112 px, x 2**3: 56 px synthesized images, resized up to 112.
+    RUN_ARGS=(--backbone vit-s16 --image_size 112 --decoder_block_out_channels 128 64 32 32
               --per_device_train_batch_size 128 --synth_warmup_steps 100 --synth_ramp_steps 100
               --dataloader_num_workers 4 --learning_rate 5e-4)
 fi
@@ -140,10 +141,18 @@ for pair in "$VIT:configs/cub200_vit_s16_gpu.yaml" "$CNX:configs/cub200_convnext
     backbone="${pair%%:*}"; config="${pair#*:}"
     run_stage "step cost $backbone ${SIZE}px bf16" 150 \
         "$PY" benchmarks/step_cost.py --config "$config" --backbone "$backbone" --image_size "$SIZE" \
-        --batch_size "$BATCH" --device "$DEVICE" --bf16 --methods moco fgssl-1.0 fgssl-0.25 \
+        --batch_size "$BATCH" --device "$DEVICE" --bf16 --methods moco fgssl-1.0 fgssl-0.25 fgssl-1.0+recompute \
         --reps "$REPS" --warmup "$WARMUP" --breakdown_reps "$REPS" "${DECODER[@]}" --out "$WORK/step_cost"
 done
 if [[ "$DEVICE" == cuda ]]; then  # on CPU, bf16 antialiased resizing (reconstruction_loss) is not implemented
+    for pair in "$VIT:configs/cub200_vit_s16_gpu.yaml" "$CNX:configs/cub200_convnext_t_gpu.yaml"; do
+        backbone="${pair%%:*}"; config="${pair#*:}"
+        run_stage "step cost $backbone ${SIZE}px bf16 torch.compile" 180 \
+            "$PY" benchmarks/step_cost.py --config "$config" --backbone "$backbone" --image_size "$SIZE" \
+            --batch_size "$BATCH" --device "$DEVICE" --bf16 --compile --methods moco fgssl-1.0 \
+            --reps "$REPS" --warmup "$WARMUP" --breakdown_reps 3 --no_memory --no_plot --no_flops "${DECODER[@]}" \
+            --out "$WORK/step_cost"
+    done
     run_stage "step cost $VIT whole step under autocast" 90 \
         "$PY" benchmarks/step_cost.py --config configs/cub200_vit_s16_gpu.yaml --backbone "$VIT" --image_size "$SIZE" \
         --batch_size "$BATCH" --device "$DEVICE" --bf16 --autocast step --methods moco fgssl-1.0 \
@@ -179,7 +188,7 @@ except OSError:
 for md in sorted((work / "step_cost").glob("step_cost_*.md")):
     lines += [md.read_text(), ""]
 for path in sorted((work / "step_cost").glob("step_cost_*")):
-    if path.suffix in (".json", ".png") and "stepautocast" not in path.name:
+    if path.suffix in (".json", ".png") and "stepautocast" not in path.name and "compiled" not in path.name:
         shutil.copy(path, out / path.name)
 run = work / "cub100_run"
 if (run / "train_results.json").is_file():

@@ -97,6 +97,8 @@ class BenchSettings:
     # "model": only the model's forward is autocast, as accelerate does in `Trainer.train` today;
     # "step": the whole compute_loss runs under autocast (the proposed fix; identical to "model" in fp32).
     autocast: str = "model"
+    # torch.compile of the encoders and the decoder (TrainingArguments.torch_compile, as `--torch_compile true`).
+    compile: bool = False
     seed: int = 0
     # None: ModelArguments' defaults (what the shipped CPU config trains with); set to measure another decoder.
     decoder_block_out_channels: list[int] | None = None
@@ -127,6 +129,8 @@ def result_tag(settings: dict) -> str:
         tag += "_dec" + "-".join(map(str, settings["decoder_block_out_channels"]))
     if settings.get("decoder_base_size"):
         tag += f"_base{settings['decoder_base_size']}"
+    if settings.get("compile"):
+        tag += "_compiled"
     return tag
 
 
@@ -235,6 +239,7 @@ def build_trainer(variant: str, settings: BenchSettings, output_dir: str):
     args = TrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=settings.batch_size, learning_rate=1e-3,
         weight_decay=0.05, use_cpu=settings.device == "cpu", bf16=settings.bf16, report_to="none",
+        torch_compile=settings.compile,
         save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False, remove_unused_columns=False,
     )
     objective = ObjectiveArguments(method=method, synth_fraction=fraction, synth_warmup_steps=0, synth_ramp_steps=0,
@@ -424,7 +429,7 @@ def cpu_peak_bytes(variant: str, settings: BenchSettings, steps: int = 4) -> dic
 def settings_to_argv(settings: BenchSettings) -> list[str]:
     argv = ["--backbone", settings.backbone, "--batch_size", str(settings.batch_size),
             "--image_size", str(settings.image_size), "--device", settings.device, "--seed", str(settings.seed),
-            "--autocast", settings.autocast]
+            "--autocast", settings.autocast] + (["--compile"] if settings.compile else [])
     if settings.decoder_block_out_channels:
         argv += ["--decoder_block_out_channels", *map(str, settings.decoder_block_out_channels)]
     if settings.decoder_base_size:
@@ -793,6 +798,8 @@ def parse_args(argv=None):
     p.add_argument("--image_size", type=int, default=None, help="Default: the config's, else 64.")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (autocast), as --bf16 true in training.")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoders and the decoder (as --torch_compile true in training).")
     p.add_argument("--autocast", default="model", choices=("model", "step"),
                    help="model: autocast the model's forward only, as accelerate does today; step: all of compute_loss.")
     p.add_argument("--decoder_block_out_channels", type=int, nargs="+", default=None,
@@ -838,6 +845,7 @@ def settings_from_args(args) -> BenchSettings:
     overrides.pop("backbone", None), overrides.pop("image_size", None)
     return BenchSettings(backbone=backbone, batch_size=args.batch_size, image_size=int(image_size),
                          device=args.device, bf16=args.bf16, autocast=args.autocast, seed=args.seed,
+                         compile=args.compile,
                          decoder_block_out_channels=args.decoder_block_out_channels,
                          decoder_base_size=args.decoder_base_size, model_overrides=overrides)
 

@@ -137,6 +137,11 @@ class FGSSLTrainer(Trainer):
             # The objective touches every trainable parameter in every step; DDP's unused-parameter search would
             # miss those used after the wrapped forward (projector on synthesized images, decoder).
             args.ddp_find_unused_parameters = False
+            if args.torch_compile:
+                # The objective calls the encoders and the decoder directly, not through the Trainer's wrapped
+                # forward: compile those modules in place, and keep accelerate from compiling the wrapper again.
+                compile_networks(model)
+                args.torch_compile = False
         super().__init__(model=model, args=args, **kwargs)
         self.model_accepts_loss_kwargs = False
         size = image_size or _model_image_size(config)
@@ -307,6 +312,14 @@ class MomentumQueueCallback(TrainerCallback):
         if self.trainer.pictures is not None and every > 0 and state.is_world_process_zero:
             if self.trainer.pictures_step == state.global_step - 1:
                 self.trainer.write_pictures(Path(args.output_dir) / "pictures")
+
+
+def compile_networks(model) -> None:
+    """`torch.compile` (in place) the networks one training step runs: encoder, momentum encoder, decoder."""
+    for name in ("fgssl", "momentum_encoder", "decoder"):
+        module = getattr(model, name, None)
+        if module is not None:
+            module.compile()
 
 
 def _model_image_size(config) -> int:
