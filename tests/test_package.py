@@ -69,10 +69,14 @@ def test_wheel_installs_one_namespace_and_runs_outside_the_repository(tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_sets_up_once_then_runs_the_two_commands(tmp_path):
     venv = tmp_path / "venv"
+    # Not the settings of a make this test runs under (.ci/run's `make test VENV=.venv-ci EDITABLE=` passes them
+    # down through MAKEFLAGS), nor the caller's own TORCH_INDEX and friends.
+    unset = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "VENV", "TORCH_SPEC", "TORCH_INDEX", "EDITABLE", "ARGS"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
 
     def dry_run(target, *settings):
         result = subprocess.run(["make", "-n", "-C", str(REPO_ROOT), target, f"VENV={venv}", *settings],
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode == 0, result.stderr
         return [line.strip() for line in result.stdout.splitlines() if not line.startswith("make")]
 
