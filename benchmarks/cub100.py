@@ -14,6 +14,13 @@ eval_results.json exists is skipped, one with checkpoints is resumed by pretrain
 run's own final evaluation (pretrain evaluates the LAST checkpoint on the test split with the fixed protocol of
 METHOD.md; the linear probe chooses its C on a validation part of the train split): nothing is selected on test.
 
+Choosing knobs first, never on test (METHOD.md's protocol):
+
+    python benchmarks/cub100.py --grid          # seed 0, a small one-knob-at-a-time grid around the default
+
+  Every grid run trains on the train split minus a fixed 15 % of every class (`--holdout_fraction 0.15`) and is
+  evaluated on that 15 %; the test split is not even loaded. Results and the choice: <out>/grid/grid.{md,json}.
+
 Budgets:
   equal_epochs  every method trains for the config's epochs (the issue's "same number of epochs").
   equal_time    each of --equal_time_methods (default: every method but --equal_time_reference, which defaults to
@@ -22,6 +29,9 @@ Budgets:
                 seconds per step measured on the equal_epochs runs (mean over seeds, training time only), so its
                 training takes as long as the reference's and its learning-rate schedule still completes. With
                 --equal_time_reference fgssl the cheaper methods get MORE steps instead (the stronger baseline).
+  continued     every method starts from ONE common moco checkpoint (by default the equal_epochs moco run of the
+                first seed; --continued_base) and trains --continued_epochs more epochs with its seed: the stand-in,
+                on this machine, for the paper's ImageNet-initialised encoders.
   random_init   the untrained encoder of the same config (built with the same seed, mean pooling), evaluated the
                 same way; one row per seed.
 
@@ -57,6 +67,17 @@ METHOD_ARGS = {
     "fgssl": ["--method", "fgssl"],
     "fgssl-random": ["--method", "fgssl", "--mask_mode", "random"],
 }
+#: The knob grid (seed 0, holdout): one knob at a time around GRID_CENTER; moco and the random mask as references.
+GRID_CENTER = {"decoder_input": "feature_map", "noise_scale": "global", "recon_target": "geometric",
+               "mask_mode": "union", "sigma": "1.0"}
+GRID_VARIATIONS = {
+    "decoder_input": ["pooled"],
+    "noise_scale": ["per_dim"],
+    "recon_target": ["view"],
+    "mask_mode": ["gradcam", "variance"],
+    "sigma": ["0.5", "2.0"],
+}
+GRID_HOLDOUT = 0.15
 #: The issue's bar for "moco clearly learns": linear_top1 this many points above the random-init encoder.
 CALIBRATION_MARGIN = 0.05
 RUN_ARGS_FILE = "bench_args.json"
@@ -117,9 +138,14 @@ def _last_global_step(run_dir: Path) -> int | None:
     return int(json.loads(states[-1].read_text())["global_step"]) if states else None
 
 
+def repo_relative(text: str) -> str:
+    """`text` with this machine's paths made relative to the repository (results never record them)."""
+    return str(text).replace(sys.executable, "python").replace(str(REPO) + "/", "").replace(str(REPO), ".")
+
+
 def collect_record(spec: RunSpec) -> dict:
     """The record of a finished run from the files it wrote (train_results.json, eval_results.json, logs)."""
-    record = {"method": spec.method, "seed": spec.seed, "budget": spec.budget, "run_dir": str(spec.run_dir),
+    record = {"method": spec.method, "seed": spec.seed, "budget": spec.budget, "run_dir": repo_relative(spec.run_dir),
               "max_steps": spec.max_steps}
     meta_path = spec.run_dir / "bench_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -149,7 +175,11 @@ def collect_record(spec: RunSpec) -> dict:
 def launch(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False,
            keep_checkpoints: bool = False) -> dict:
     """Run one pre-training subprocess unless its evaluation already exists; return its record."""
-    argv = pretrain_argv(config, extra, spec)
+    return launch_argv(spec, pretrain_argv(config, extra, spec), dry_run, keep_checkpoints)
+
+
+def launch_argv(spec: RunSpec, argv: list[str], dry_run: bool = False, keep_checkpoints: bool = False) -> dict:
+    """Run `fgssl.training.pretrain argv` for `spec` unless its evaluation already exists; return its record."""
     command = [sys.executable, "-m", "fgssl.training.pretrain", *argv]
     if (spec.run_dir / "eval_results.json").is_file():
         check_run_dir(spec, argv, write=False)
@@ -158,7 +188,7 @@ def launch(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False,
     if dry_run:
         print(f"[dry run] {spec.name}: {shlex.join(command)}", flush=True)
         return {"method": spec.method, "seed": spec.seed, "budget": spec.budget, "status": "dry_run",
-                "command": shlex.join(command)}
+                "command": repo_relative(shlex.join(command))}
     check_run_dir(spec, argv)
     resumed = any(spec.run_dir.glob("checkpoint-*"))
     print(f"[run] {spec.name}{' (resuming)' if resumed else ''}: log in {spec.run_dir}/log.txt", flush=True)
@@ -167,8 +197,8 @@ def launch(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False,
         log.write(f"\n$ {shlex.join(command)}\n")
         log.flush()
         code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    meta = {"process_seconds": round(time.time() - started, 1), "resumed": resumed, "command": shlex.join(command),
-            "returncode": code}
+    meta = {"process_seconds": round(time.time() - started, 1), "resumed": resumed,
+            "command": repo_relative(shlex.join(command)), "returncode": code}
     if code != 0:
         meta["error"] = f"exit code {code}; see {spec.run_dir}/log.txt"
     meta["global_step"] = _last_global_step(spec.run_dir)
@@ -295,6 +325,90 @@ def resolve_path(path: str, base: Path = REPO) -> Path:
     return (base / candidate).resolve()
 
 
+# --------------------------------------------------------------------------------------------- continued
+
+
+def continued_base(args: argparse.Namespace) -> Path:
+    """The common moco checkpoint every continued run starts from."""
+    if args.continued_base:
+        return resolve_path(args.continued_base)
+    return run_dir_for(Path(args.runs_dir), "equal_epochs", "moco", args.seeds[0])
+
+
+def continued_extra(args: argparse.Namespace, base: Path) -> list[str]:
+    """Pretrain overrides of a continued run: the base's weights, --continued_epochs more epochs."""
+    return ["--model_name_or_path", str(base), "--num_train_epochs", str(args.continued_epochs)]
+
+
+# --------------------------------------------------------------------------------------------- knob grid
+
+
+def grid_points() -> list[tuple[str, list[str]]]:
+    """(name, pretrain overrides) of the grid: the centre, each knob varied alone, and the two references."""
+    def argv(knobs):
+        return [a for name, value in knobs.items() for a in (f"--{name}", value)]
+
+    # The references and the centre first: a grid cut short still holds the comparison that matters most.
+    points = [("moco", ["--method", "moco"]), ("center", ["--method", "fgssl", *argv(GRID_CENTER)]),
+              ("center+random-mask", ["--method", "fgssl", *argv({**GRID_CENTER, "mask_mode": "random"})])]
+    for knob, values in GRID_VARIATIONS.items():
+        for value in values:
+            points.append((f"{knob}={value}", ["--method", "fgssl", *argv({**GRID_CENTER, knob: value})]))
+    return points
+
+
+def relative_gain(metrics: dict, reference: dict) -> float:
+    """The grid's selection score: mean over the goal metrics of metric / moco's metric - 1 (on holdout)."""
+    return sum(metrics[m] / reference[m] - 1 for m in ("retrieval_map", "linear_top1")) / 2
+
+
+def run_grid(args: argparse.Namespace) -> dict:
+    """Seed 0 (the first --seeds), train minus a per-class holdout, evaluated on the holdout; write the choice."""
+    seed, runs_dir = args.seeds[0], Path(args.runs_dir) / "grid"
+    holdout = ["--holdout_fraction", str(GRID_HOLDOUT)]
+    records = {}
+    for name, overrides in grid_points():
+        spec = RunSpec(name, seed, "grid", runs_dir / f"{name.replace('=', '-')}-seed{seed}")
+        argv = [args.config, *args.extra, *holdout, *overrides, "--seed", str(seed), "--output_dir", str(spec.run_dir)]
+        records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
+    if args.dry_run:
+        return {"runs": list(records.values())}
+    done = {n: r for n, r in records.items() if r.get("status") == "done"}
+    result = {"seed": seed, "holdout_fraction": GRID_HOLDOUT, "center": GRID_CENTER, "variations": GRID_VARIATIONS,
+              "runs": list(records.values())}
+    if "moco" in done:
+        scores = {n: relative_gain(r["metrics"], done["moco"]["metrics"]) for n, r in done.items()
+                  if n not in ("moco", "center+random-mask")}
+        best = max(scores, key=scores.get)
+        chosen = dict(GRID_CENTER)
+        if best != "center":
+            knob, value = best.split("=", 1)
+            chosen[knob] = value
+        result.update(scores=scores, best=best, chosen=chosen)
+    out = Path(args.out) / "grid"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grid.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / "grid.md").write_text(grid_markdown(result, done))
+    print((out / "grid.md").read_text())
+    return result
+
+
+def grid_markdown(result: dict, done: dict) -> str:
+    lines = [f"# Knob grid on the holdout (seed {result['seed']}, {int(100 * result['holdout_fraction'])} % of every "
+             "class of train held out; the test split is not loaded)", "",
+             f"Centre: {result['center']}. Each row changes one knob. Score = mean over retrieval mAP and linear "
+             "top-1 of (metric / moco's - 1); one seed, so differences of a few % are within noise.", "",
+             "| run | " + " | ".join(METRICS) + " | score | steps | train min |", "|---" * (len(METRICS) + 4) + "|"]
+    for name, r in done.items():
+        score = result.get("scores", {}).get(name)
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r['metrics'][m]:.2f}" for m in METRICS)
+                     + f" | {'' if score is None else f'{100 * score:+.1f} %'} | {r.get('global_step')} | "
+                     f"{(r.get('train_runtime') or 0) / 60:.1f} |")
+    if "chosen" in result:
+        lines += ["", f"Best: `{result['best']}`. Chosen knobs for the test-split benchmark: {result['chosen']}."]
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------- driver
 
 
@@ -320,6 +434,14 @@ def parse_cli(argv=None) -> argparse.Namespace:
                              "'moco=1,lcr=1.36,fgssl=1.76,fgssl-random=1.76' (benchmarks/step_cost.py); default: the "
                              "seconds per step measured on the equal_epochs runs (unreliable on a shared machine).")
     parser.add_argument("--no_random_init", action="store_true", help="Skip the random-init rows.")
+    parser.add_argument("--budgets", default="equal_epochs,equal_time,continued",
+                        help="Comma-separated, from equal_epochs, equal_time, continued (equal_time and continued "
+                             "need the equal_epochs runs).")
+    parser.add_argument("--continued_epochs", type=float, default=10.0, help="Further epochs of the continued runs.")
+    parser.add_argument("--continued_base", default="",
+                        help="The common moco checkpoint of the continued runs (default: equal_epochs moco, first seed).")
+    parser.add_argument("--grid", action="store_true",
+                        help="Only the knob grid (first seed, train minus a per-class holdout, scored on the holdout).")
     parser.add_argument("--keep_checkpoints", action="store_true",
                         help="Keep the Trainer checkpoints of finished runs (default: deleted, ~35 MB each; the final "
                              "model, encoder and decoder are always kept).")
@@ -336,6 +458,10 @@ def parse_cli(argv=None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHOD_ARGS)}")
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    unknown = [b for b in args.budgets if b not in ("equal_epochs", "equal_time", "continued")]
+    if unknown:
+        parser.error(f"unknown --budgets {unknown}; choose from equal_epochs, equal_time, continued")
     if args.equal_time_methods:
         args.equal_time_methods = [m.strip() for m in args.equal_time_methods.split(",") if m.strip()]
         unknown = [m for m in args.equal_time_methods if m not in args.methods or m == args.equal_time_reference]
@@ -378,7 +504,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         for seed in args.seeds:
             spec = RunSpec("random-init", seed, "random_init", run_dir_for(runs_dir, "random_init", "random-init", seed))
             records.append(evaluate_random_init(spec, args.config, args.extra, args.dry_run))
-    reference = args.equal_time_reference
+    reference = args.equal_time_reference if "equal_time" in args.budgets else "none"
     if reference != "none":
         for method in args.equal_time_methods:
             for seed in args.seeds:
@@ -398,6 +524,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         # The reference's own equal-epoch runs are its equal-time row.
         records += [{**r, "budget": "equal_time"} for r in records
                     if r["method"] == reference and r["budget"] == "equal_epochs" and r.get("status") == "done"]
+    if "continued" in args.budgets:
+        base = continued_base(args)
+        if not (base / "model.safetensors").is_file() and not args.dry_run:
+            print(f"[skip] continued: the base checkpoint {base} is not there yet", flush=True)
+        else:
+            extra = [*args.extra, *continued_extra(args, base)]
+            for seed in args.seeds:
+                for method in args.methods:
+                    spec = RunSpec(method, seed, "continued", run_dir_for(runs_dir, "continued", method, seed))
+                    records.append(launch(spec, args.config, extra, args.dry_run, args.keep_checkpoints))
     return {"runs": records, "benchmark_seconds": round(time.time() - started, 1)}
 
 
@@ -467,10 +603,12 @@ def main(argv=None) -> dict:
     args = parse_cli(argv)
     if args.calibrate:
         return calibrate(args)
+    if args.grid:
+        return run_grid(args)
     results = run_benchmark(args)
     if args.dry_run:
         return results
-    results.update(title=args.title, config=args.config, extra=args.extra, seeds=args.seeds, methods=args.methods,
+    results.update(title=args.title, config=repo_relative(args.config), extra=args.extra, seeds=args.seeds, methods=args.methods,
                    equal_time_reference=args.equal_time_reference)
     results["notes"] = notes_for(args, results)
     paths = write_summary(results, args.out, args.title, results["notes"])

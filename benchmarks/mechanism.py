@@ -115,19 +115,11 @@ def per_dim_statistics(features: np.ndarray, labels: np.ndarray, factors: dict[s
 
 
 def load_pretraining_run(run_dir: Path):
-    """(FGSSLForPreTraining in eval mode, the trainer's running variance of h saved with it, or None)."""
+    """FGSSLForPreTraining in eval mode, with the running feature statistics it was trained with."""
     import fgssl.modeling  # noqa: F401
-    import torch
     from fgssl.modeling import FGSSLForPreTraining
-    from safetensors import safe_open
 
-    model = FGSSLForPreTraining.from_pretrained(str(run_dir)).eval()
-    saved_var = None
-    with safe_open(str(run_dir / "model.safetensors"), "pt") as f:
-        keys = set(f.keys())
-        if "variance_tracker.num_updates" in keys and int(f.get_tensor("variance_tracker.num_updates")) > 0:
-            saved_var = f.get_tensor("variance_tracker.running_var").to(torch.float32)
-    return model, saved_var
+    return FGSSLForPreTraining.from_pretrained(str(run_dir)).eval()
 
 
 def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size: int, passes: int = 2,
@@ -136,9 +128,10 @@ def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size
 
     For `passes` shuffled sweeps over `dataset` (decoded uint8 pixels), in batches of `batch_size` (incomplete
     last batch dropped, as in training): two augmented views, h = f(v1) and q = g(h), k = g_m(f_m(v2)), InfoNCE
-    against the model's queue (or in-batch), Grad-CAM scores -> G_i (rho_gradcam); the variance of h over all
-    views -> V (rho_variance). Returns C-vectors: "union" (fraction of images whose union mask holds c),
-    "gradcam" (same for G_i), "variance" (1 on V), plus "var" (the variance) and "num_images".
+    against the model's queue (or in-batch), then the trainer's own steps 2-5 (`objective.nuisance_perturbation`)
+    with the running statistics the model was trained with (not updated here) and the union mode. Returns
+    C-vectors: "union" (fraction of images whose union mask holds c), "gradcam" (same for G_i), "variance"
+    (1 on V), plus "var" (the running variance) and "num_images".
     """
     import torch
 
@@ -149,12 +142,17 @@ def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size
     oa = ObjectiveArguments(**{k: v for k, v in objective.items() if k in known})
     augment = oa.augmentation(image_size)
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # kornia draws the views from torch's global generator
+    torch.manual_seed(seed)  # the views are drawn from torch's global generator
     pixels = torch.from_numpy(
         np.ascontiguousarray(dataset.with_format("numpy", columns=["pixel_values"])[:]["pixel_values"], dtype=np.uint8)
     )
     queue = model.queue.detach().clone() if model.queue.shape[0] > 0 else None
-    features, grad_masks = [], []
+    if int(model.variance_tracker.num_updates) == 0:
+        # A model trained without fgssl (moco, lcr) never held the statistics: take them over one pass of views.
+        for start in range(0, len(pixels) - batch_size + 1, batch_size):
+            with torch.no_grad():
+                model.variance_tracker.update(model.encode(augment(pixels[start : start + batch_size])[0]).pooler_output)
+    unions, grad_masks, var_mask = [], [], None
     for _ in range(passes):
         order = torch.randperm(len(pixels), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -165,17 +163,20 @@ def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size
             # The backbone is frozen here: the Grad-CAM gradient only runs through the projector anyway.
             h = h.detach().requires_grad_(True)
             loss = obj.info_nce(model.project(h), k, queue, oa.temperature)
-            grad_masks.append(obj.gradcam_mask(obj.gradcam_scores(loss, h), oa.rho_gradcam))
-            features.append(h.detach())
-    if not features:
+            pert = obj.nuisance_perturbation(
+                loss, h, model.variance_tracker, rho_variance=oa.rho_variance, rho_gradcam=oa.rho_gradcam,
+                mask_mode="union", perturbation=oa.perturbation, sigma=oa.sigma, scale=oa.noise_scale,
+                update_statistics=False, generator=generator,
+            )
+            unions.append(pert.mask)
+            grad_masks.append(pert.gradcam_mask)
+            var_mask = pert.variance_mask
+    if not unions:
         raise ValueError(f"The split has {len(pixels)} images, fewer than one batch of {batch_size}.")
-    h_all, g_all = torch.cat(features), torch.cat(grad_masks)
-    var = h_all.var(dim=0, unbiased=False)
-    v_mask = obj.variance_mask(var, oa.rho_variance)
-    union = obj.nuisance_mask(v_mask, g_all, "union")
+    union, g_all = torch.cat(unions), torch.cat(grad_masks)
     return {"union": union.float().mean(0).numpy(), "gradcam": g_all.float().mean(0).numpy(),
-            "variance": v_mask.float().numpy(), "var": var.numpy(), "num_images": int(len(h_all)),
-            "rho_variance": oa.rho_variance, "rho_gradcam": oa.rho_gradcam}
+            "variance": var_mask.float().numpy(), "var": model.variance_tracker.var.numpy(),
+            "num_images": int(len(union)), "rho_variance": oa.rho_variance, "rho_gradcam": oa.rho_gradcam}
 
 
 def weighted_means(scores: np.ndarray, frequency: np.ndarray, rng: np.random.Generator,
@@ -293,27 +294,20 @@ def analyse_run(record: dict, pretrain_argv: list[str], passes: int) -> dict:
     """Analyse one finished benchmark run (or the random-init encoder of the config)."""
     from dataclasses import asdict
 
-    from fgssl.training import objective as obj
     from fgssl.training.pretrain import parse_args
 
-    run_dir = Path(record["run_dir"])
+    run_dir = cub100.resolve_path(record["run_dir"])
     # The run's own arguments (bench_args.json holds the same argv) give its objective knobs.
     _, _, training_args, objective_args = parse_args(pretrain_argv)
     # The untrained model of the same config and seed, and the config's data (same subsets as the runs).
     model, model_args, data = cub100.random_init_model(pretrain_argv)
-    objective, saved_var = None, None  # random init: an untrained projector's "Grad-CAM" would mean nothing
+    objective = None  # random init: an untrained projector's "Grad-CAM" would mean nothing
     if record["method"] != "random-init":
-        model, saved_var = load_pretraining_run(run_dir)
+        model = load_pretraining_run(run_dir)
         objective = asdict(objective_args)
     result = analyse_encoder(model, data, model_args.image_size, objective,
                              training_args.per_device_train_batch_size, passes, record["seed"])
-    if saved_var is not None:
-        # Does the recomputed V agree with the V the trainer held at the end of training?
-        saved_v = obj.variance_mask(saved_var, objective["rho_variance"]).numpy()
-        recomputed = result["masks"]["variance"] > 0
-        union = (saved_v | recomputed).sum()
-        result["variance_set_jaccard_vs_training"] = float((saved_v & recomputed).sum() / union) if union else 1.0
-    result.update(method=record["method"], seed=record["seed"], run_dir=str(run_dir),
+    result.update(method=record["method"], seed=record["seed"], run_dir=cub100.repo_relative(run_dir),
                   mask_mode=(objective or {}).get("mask_mode"))
     return result
 
@@ -388,10 +382,6 @@ def mechanism_markdown(analyses: list[dict]) -> str:
                 else (" (no mask in training; rows show what fgssl's criteria would pick)" if m != "fgssl" else "")
             lines.append(f"- {m}{note}: perturbed dims encode more nuisance than random dims in {more_nuisance}/"
                          f"{len(group)} seeds, less class in {less_class}/{len(group)} seeds.")
-        jaccards = [a["variance_set_jaccard_vs_training"] for a in with_masks if "variance_set_jaccard_vs_training" in a]
-        if jaccards:
-            lines += ["", f"Recomputed V vs the trainer's V at the end of training (fgssl runs): Jaccard "
-                          f"{np.mean(jaccards):.2f} (mean over {len(jaccards)} runs)."]
         lines += ["", "Mutual information (nats) gives the same comparison in mechanism.json (`mi`)."]
     return "\n".join(lines) + "\n"
 
@@ -479,7 +469,8 @@ def main(argv=None) -> dict:
     started = time.time()
     bench_argv = ["--methods", args.methods, "--seeds", args.seeds, "--config", args.config, "--extra", args.extra,
                   "--out", args.out, "--runs_dir", args.runs_dir, "--equal_time_reference", args.equal_time_reference,
-                  "--title", "embedded synthetic dataset: moco vs lcr vs fgssl vs fgssl-random"]
+                  "--title", "embedded synthetic dataset: moco vs lcr vs fgssl vs fgssl-random",
+                  "--budgets", "equal_epochs" if args.equal_time_reference == "none" else "equal_epochs,equal_time"]
     bench = cub100.parse_cli(bench_argv + (["--dry_run"] if args.dry_run or args.analyse_only else []))
     results = cub100.run_benchmark(bench)
     if args.dry_run:
@@ -487,7 +478,7 @@ def main(argv=None) -> dict:
     if args.analyse_only:  # the finished runs only (dry_run left the others out)
         results["runs"] = [r for r in results["runs"] if r.get("status") == "done"]
     out_dir = Path(bench.out)
-    results.update(title=bench.title, config=bench.config, extra=bench.extra, seeds=bench.seeds, methods=bench.methods)
+    results.update(title=bench.title, config=cub100.repo_relative(bench.config), extra=bench.extra, seeds=bench.seeds, methods=bench.methods)
     results["notes"] = cub100.notes_for(bench, results)
     write_summary(results, out_dir, bench.title, results["notes"])
 
@@ -495,7 +486,7 @@ def main(argv=None) -> dict:
     for record in results["runs"]:
         if record.get("status") != "done" or record["budget"] not in ("equal_epochs", "random_init"):
             continue
-        spec = cub100.RunSpec(record["method"], record["seed"], record["budget"], Path(record["run_dir"]))
+        spec = cub100.RunSpec(record["method"], record["seed"], record["budget"], cub100.resolve_path(record["run_dir"]))
         if record["method"] == "random-init":
             argv = cub100.random_init_argv(bench.config, bench.extra, spec)
         else:
@@ -506,7 +497,7 @@ def main(argv=None) -> dict:
         raise SystemExit("No finished runs to analyse.")
     mechanism = {"analyses": analyses, "seconds": round(time.time() - started, 1),
                  "settings": {"passes": args.passes, "bins": NUM_BINS, "permutations": NUM_PERMUTATIONS,
-                              "config": bench.config, "extra": bench.extra}}
+                              "config": cub100.repo_relative(bench.config), "extra": bench.extra}}
     (out_dir / "mechanism.json").write_text(json.dumps(json_safe(mechanism), indent=1) + "\n")
     text = mechanism_markdown(analyses)
     text += (f"\nRuns: `{shlex.join(bench.extra) or 'no overrides'}` on `{Path(bench.config).name}`; "

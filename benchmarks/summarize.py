@@ -28,6 +28,7 @@ METHOD_ORDER = ("random-init", "moco", "lcr", "fgssl", "fgssl-random")
 BUDGETS = {
     "equal_epochs": "same number of epochs",
     "equal_time": "equal wall-clock (training time matched to the reference method)",
+    "continued": "continued pre-training (every method starts from one common moco checkpoint, same further steps)",
 }
 #: The issue's goal: fgssl above each of these on these metrics by more than GOAL_STD_FACTOR x the seed std.
 GOAL_METRICS = ("retrieval_map", "linear_top1")

@@ -3,19 +3,22 @@
     python benchmarks/synth_pairs.py outputs/bench/cub100/equal_epochs/fgssl-seed*  \
         outputs/bench/cub100/equal_epochs/fgssl-random-seed*
 
-For each run folder (a finished `training.pretrain` run with a decoder), on the test split's images (no labels used):
+For each run folder (a finished `training.pretrain` run with a decoder), on held-out images (the eval split:
+test, or the validation carve-out with --holdout_fraction; no labels used):
 
-- decoder quality: R^2 of D(h) against the input resized to the decoder's size S, for clean views, against two
-  baselines: the dataset-mean image (R^2 = 0) and each image's own mean colour (`flat_r2`). A decoder whose R^2 is
-  not far above `flat_r2` draws coloured blobs, and a synthesized pair can only teach invariance to what it draws.
-- what the perturbation changes: the mask recomputed as in training (running variance saved with the model -> V;
-  Grad-CAM of InfoNCE on augmented batches of the training batch size -> G_i; the run's mask mode), h' = perturbed
-  h, and `pixel_change` = |D(h') - D(h)|^2 / |D(h) - mean image|^2.
+- decoder quality: R^2 of D(h) (or D(A), the run's decoder input) against the clean image resized to the decoder's
+  size S, against two baselines: the batch-mean image (R^2 = 0) and each image's own mean colour (`flat_r2`, the
+  floor of a decoder that draws blobs). A synthesized pair can only teach invariance to what the decoder draws.
+- what the perturbation changes: the trainer's own steps 2-5 (`objective.nuisance_perturbation`) on augmented
+  batches of the training batch size, with the running statistics saved with the model, the run's mask mode,
+  perturbation, sigma and noise scale; `pixel_change` = |D(h') - D(h)|^2 / |image - batch mean image|^2, the
+  change as a share of the images' own spread.
 - how hard the synthesized pair is: InfoNCE of q(up(D(h'))) against the momentum keys of up(D(h)) with in-batch
   negatives (chance: log B), and its top-1 pair accuracy; beside it the same for the real two-view pair.
 - domain gap: cosine between q(x) and q(up(D(h))) of the same image, and of different images.
 
-Writes benchmarks/results/cub100/synth_pairs.{json,md} (or --out).
+Writes benchmarks/results/cub100/synth_pairs.{json,md} and one pairs sheet per run (`synth_pairs_<run>.png`:
+held-out image / D / D' / difference) under --out.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def pair_stats(q, k, temperature: float) -> tuple[float, float]:
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int) -> dict:
+def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int, sheet: Path | None = None) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -63,15 +66,15 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int) ->
     known = set(ObjectiveArguments.__dataclass_fields__)
     oa = ObjectiveArguments(**{k: v for k, v in config["objective"].items() if k in known})
     image_size = config["model"]["image_size"]
-    model, saved_var = load_pretraining_run(run_dir)
-    if model.decoder is None or saved_var is None:
-        raise SystemExit(f"{run_dir}: not an fgssl run with a decoder and saved running variance.")
-    std = saved_var.clamp_min(0).sqrt()
-    var_mask = obj.variance_mask(saved_var, oa.rho_variance)
+    model = load_pretraining_run(run_dir)
+    if model.decoder is None or int(model.variance_tracker.num_updates) == 0:
+        raise SystemExit(f"{run_dir}: not an fgssl run (no decoder, or running statistics never updated).")
+    by_map = model.config.decoder_input == "feature_map"
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     augment = oa.augmentation(image_size)
     up = lambda x: F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)  # noqa: E731
+    decoded = lambda out: out.feature_map if by_map else out.pooler_output  # noqa: E731
 
     pixels = torch.from_numpy(np.ascontiguousarray(
         data.with_format("numpy", columns=["pixel_values"])[:num_images]["pixel_values"], dtype=np.uint8))
@@ -81,31 +84,34 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int) ->
         batch = pixels[start:start + batch_size]
         with torch.no_grad():
             x = eval_transform(batch, image_size)
-            h = model.encode(x).pooler_output
-            recon = model.decode(h)
+            out = model.encode(x)
+            recon = model.decode(decoded(out))
             size = recon.shape[-2:]
             target = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
             mean_image = target.mean(0, keepdim=True).expand_as(target)
             stats["recon_r2"].append(r2(recon, target, mean_image))
             stats["flat_r2"].append(r2(target.mean((2, 3), keepdim=True).expand_as(target), target, mean_image))
-            q_x = model.project(h)
+            q_x = model.project(out.pooler_output)
             q_rec = model.project(model.encode(up(recon)).pooler_output)
             cos = q_x @ q_rec.T
             stats["cos_same"].append(cos.diag().mean().item())
             stats["cos_other"].append(((cos.sum() - cos.diag().sum()) / (len(cos) ** 2 - len(cos))).item())
-            # The mask as in training: augmented view, Grad-CAM of the SSL loss through the projector.
+            # The mask and perturbation as in training: augmented views, the trainer's steps 2-5.
             v1, v2 = augment(batch)
-            h1 = model.encode(v1).pooler_output
+            out1 = model.encode(v1)
             k2 = model.momentum_encode(v2)
-        h1 = h1.detach().requires_grad_(True)
+        h1 = out1.pooler_output.detach().requires_grad_(True)
         loss = obj.info_nce(model.project(h1), k2, None, oa.temperature)
-        grad_mask = obj.gradcam_mask(obj.gradcam_scores(loss, h1), oa.rho_gradcam)
-        mask = obj.nuisance_mask(var_mask, grad_mask, oa.mask_mode, generator=generator)
+        pert = obj.nuisance_perturbation(
+            loss, h1, model.variance_tracker, rho_variance=oa.rho_variance, rho_gradcam=oa.rho_gradcam,
+            mask_mode=oa.mask_mode, perturbation=oa.perturbation, sigma=oa.sigma, scale=oa.noise_scale,
+            feature_map=out1.feature_map if by_map else None, update_statistics=False, generator=generator,
+        )
         with torch.no_grad():
-            h1 = h1.detach()
-            h_pert = obj.perturb_features(h1, mask, oa.perturbation, oa.sigma, std=std, generator=generator)
-            d, d_pert = model.decode(h1), model.decode(h_pert)
-            spread = ((d - d.mean(0, keepdim=True)) ** 2).sum()
+            d = model.decode(out1.feature_map if by_map else h1.detach())
+            d_pert = model.decode(pert.feature_map if by_map else pert.features)
+            view_target = F.interpolate(v1, size=d.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+            spread = ((view_target - view_target.mean(0, keepdim=True)) ** 2).sum()
             stats["pixel_change"].append(float(((d_pert - d) ** 2).sum() / spread))
             q_s = model.project(model.encode(up(d_pert)).pooler_output)
             k_s = model.momentum_encode(up(d))
@@ -113,15 +119,27 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int) ->
                 loss_value, top1 = pair_stats(qq, kk, oa.temperature)
                 stats[f"{name}_loss"].append(loss_value)
                 stats[f"{name}_top1"].append(top1)
-            stats["frac_perturbed"].append(mask.float().mean().item())
+            stats["frac_perturbed"].append(pert.mask.float().mean().item())
+            if sheet is not None and start == 0:
+                from fgssl.training.pictures import save_pair_sheet
+
+                save_pair_sheet({"input": v1[:8], "reconstruction": d[:8], "perturbed": d_pert[:8]}, sheet,
+                                title=f"{run_dir.name}: held-out images (view v1), decoded, perturbed and decoded")
     if not stats["recon_r2"]:
         raise SystemExit(f"fewer than {batch_size} images: nothing analysed")
     summary = {k: float(np.mean(v)) for k, v in stats.items()}
-    summary.update(run_dir=str(run_dir), mask_mode=oa.mask_mode, sigma=oa.sigma,
+    summary.update(run_dir=relative_to_repo(run_dir), mask_mode=oa.mask_mode, sigma=oa.sigma,
+                   noise_scale=oa.noise_scale, recon_target=oa.recon_target, decoder_input=model.config.decoder_input,
                    decoder_size=int(recon.shape[-1]), chance_loss=math.log(batch_size),
                    num_images=len(stats["recon_r2"]) * batch_size,
-                   decoder=config["model"]["decoder_block_out_channels"])
+                   decoder=list(model.config.decoder_block_out_channels))
     return summary
+
+
+def relative_to_repo(path: Path) -> str:
+    """The path relative to the repository when it lies inside it (results never record this machine's paths)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
 
 
 COLUMNS = [("recon_r2", "D(h) R^2"), ("flat_r2", "flat-colour R^2"), ("pixel_change", "pixel change"),
@@ -131,18 +149,19 @@ COLUMNS = [("recon_r2", "D(h) R^2"), ("flat_r2", "flat-colour R^2"), ("pixel_cha
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| run | decoder (S) | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = ["| run | decoder input, blocks (S) | knobs | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 3) + "|"]
     for row in rows:
-        path = REPO / row["run_dir"]  # absolute paths stay as they are
-        runs = REPO / "outputs" / "bench"
-        name = str(path.relative_to(runs)) if path.is_relative_to(runs) else f"{path.parent.name}/{path.name}"
-        lines.append(f"| {name} | {row['decoder']} ({row['decoder_size']}) | "
+        path = Path(row["run_dir"])
+        name = f"{path.parent.name}/{path.name}"
+        knobs = f"{row['mask_mode']}, sigma {row['sigma']}, {row['noise_scale']}, L_R {row['recon_target']}"
+        lines.append(f"| {name} | {row['decoder_input']} {row['decoder']} ({row['decoder_size']}) | {knobs} | "
                      + " | ".join(f"{row[key]:.3f}" for key, _ in COLUMNS) + " |")
     chance = rows[0]["chance_loss"] if rows else math.nan
     lines += ["", (f"InfoNCE with in-batch negatives; chance = log B = {chance:.2f}. Pixel change = "
-                   "|D(h') - D(h)|^2 / |D(h) - batch mean|^2. R^2 against the dataset-mean image at the decoder's "
-                   "size S.")]
+                   "|D' - D|^2 / |image - batch mean image|^2 (a share of the images' spread). R^2 of D of the "
+                   "clean held-out image against the batch-mean image at the decoder's size S; flat-colour R^2 is "
+                   "each image's own mean colour (the blob floor).")]
     return "\n".join(lines) + "\n"
 
 
@@ -153,22 +172,26 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--num_images", type=int, default=1024, help="Test images analysed (first N).")
     parser.add_argument("--batch_size", type=int, default=64, help="As in training: the in-batch negatives.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout_fraction", type=float, default=0.0,
+                        help="Analyse the validation carve-out of train (as the knob grid does) instead of test.")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cub100")
+    parser.add_argument("--name", default="synth_pairs", help="Basename of the results files.")
     args = parser.parse_args(argv)
     from fgssl.training.data import load_splits
 
     image_size = json.loads((args.run_dirs[0] / "training_config.json").read_text())["model"]["image_size"]
-    data = load_splits(args.dataset, image_size)
+    data = load_splits(args.dataset, image_size, holdout_fraction=args.holdout_fraction)
     split = data.eval if data.eval is not None else data.train
     rows = []
-    for run_dir in args.run_dirs:
-        rows.append(analyse(run_dir, split, args.num_images, args.batch_size, args.seed))
-        print(json.dumps({k: rows[-1][k] for k, _ in COLUMNS}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "synth_pairs.json").write_text(json.dumps(json_safe(rows), indent=2) + "\n")
-    (args.out / "synth_pairs.md").write_text(markdown(rows))
+    for run_dir in args.run_dirs:
+        sheet = args.out / f"{args.name}_{run_dir.parent.name}_{run_dir.name}.png"
+        rows.append(analyse(run_dir, split, args.num_images, args.batch_size, args.seed, sheet=sheet))
+        print(json.dumps({k: rows[-1][k] for k, _ in COLUMNS}), flush=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(json_safe(rows), indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(rows))
     print(markdown(rows))
-    print(f"wrote {args.out / 'synth_pairs.md'}")
+    print(f"wrote {args.out / (args.name + '.md')}")
     return rows
 
 

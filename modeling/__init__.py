@@ -22,6 +22,7 @@ from .modeling_fgssl import (
     FGSSLModelOutput,
     FGSSLPreTrainedModel,
     FGSSLPreTrainingOutput,
+    VarianceTracker,
 )
 
 AutoConfig.register(FGSSLConfig.model_type, FGSSLConfig, exist_ok=True)
@@ -43,4 +44,5 @@ __all__ = [
     "FGSSLForPreTraining",
     "FGSSLPreTrainedModel",
     "FGSSLPreTrainingOutput",
+    "VarianceTracker",
 ]

@@ -9,6 +9,8 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 POOLING_MODES = ("mean", "screening")
+# METHOD.md "Decoder" [choice]: decode the pooled vector h, or the final feature map A.
+DECODER_INPUTS = ("pooled", "feature_map")
 # Backbones whose final feature map we know how to read (B x C x H x W maps or patch-token grids).
 SUPPORTED_BACKBONES = ("vit", "convnext", "convnextv2", "resnet", "swin", "dinov2", "dinov2_with_registers")
 
@@ -28,10 +30,16 @@ class FGSSLConfig(PreTrainedConfig):
         projector_hidden_size (`int`, defaults to 2048): hidden width of the MoCo v2 projection MLP.
         projector_dim (`int`, defaults to 128): output size `d` of the projector.
         momentum (`float`, defaults to 0.99): EMA coefficient of the momentum branch, in [0, 1).
-        queue_size (`int`, defaults to 4096): MoCo negative queue length `K`; 0 means in-batch negatives.
+        queue_size (`int`, defaults to 0): MoCo negative queue length `K`; 0 means in-batch negatives (METHOD.md:
+            suits small datasets; the GPU recipes in `configs/` set a queue).
+        variance_momentum (`float`, defaults to 0.99): EMA coefficient of the running feature statistics that the
+            variance criterion (METHOD.md step 2) and the noise scale read.
         use_decoder (`bool`, defaults to `True`): build the decoder `D` (off for the `moco`/`lcr` baselines).
-        decoder_base_size (`int`, defaults to 4): side `s0` of the grid the decoder's linear layer produces.
-        decoder_block_out_channels (`list[int]`, defaults to `[128, 64, 32, 32]`): channels of the diffusers
+        decoder_input (`str`, defaults to `"feature_map"`): what `D` decodes (METHOD.md "Decoder"): `"pooled"`, the
+            vector `h` (B x C); `"feature_map"`, the final map `A` (B x C x H x W).
+        decoder_base_size (`int`, defaults to 4): `pooled`: side `s0` of the grid the decoder's linear layer
+            produces; `feature_map`: the side H of the feature map at `image_size` (set from the backbone).
+        decoder_block_out_channels (`list[int]`, defaults to `[32, 16, 8, 8]`): channels of the diffusers
             up-decoder blocks; every block but the last doubles the resolution, so the decoded image side is
             `decoder_base_size * 2 ** (len(decoder_block_out_channels) - 1)`.
         decoder_layers_per_block (`int`, defaults to 1): resnet layers in each up-decoder block.
@@ -50,10 +58,12 @@ class FGSSLConfig(PreTrainedConfig):
     projector_hidden_size: int = 2048
     projector_dim: int = 128
     momentum: float = 0.99
-    queue_size: int = 4096
+    queue_size: int = 0
+    variance_momentum: float = 0.99
     use_decoder: bool = True
+    decoder_input: str = "feature_map"
     decoder_base_size: int = 4
-    decoder_block_out_channels: list[int] | tuple[int, ...] = (128, 64, 32, 32)
+    decoder_block_out_channels: list[int] | tuple[int, ...] = (32, 16, 8, 8)
     decoder_layers_per_block: int = 1
     decoder_norm_num_groups: int = 8
     initializer_range: float = 0.02
@@ -63,6 +73,9 @@ class FGSSLConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.decoder_block_out_channels = list(self.decoder_block_out_channels)
         self.validate_fgssl()
+        if self.decoder_input == "feature_map" and self.image_size is not None:
+            # The map decoder starts from the feature map's own grid.
+            self.decoder_base_size = max(1, self.image_size // backbone_stride(self.backbone_config))
 
     # ---- derived sizes -------------------------------------------------------------------------------------
     @property
@@ -95,6 +108,10 @@ class FGSSLConfig(PreTrainedConfig):
         if not isinstance(self.momentum, (int, float)) or not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be a float in [0, 1) (typically 0.99-0.999), got {self.momentum!r}.")
         _check_int("queue_size", self.queue_size, 0, hint="0 means in-batch negatives")
+        if not isinstance(self.variance_momentum, (int, float)) or not 0.0 <= self.variance_momentum < 1.0:
+            raise ValueError(f"variance_momentum must be a float in [0, 1), got {self.variance_momentum!r}.")
+        if self.decoder_input not in DECODER_INPUTS:
+            raise ValueError(f"decoder_input must be one of {DECODER_INPUTS}, got {self.decoder_input!r}.")
         if not isinstance(self.use_decoder, bool):
             raise ValueError(f"use_decoder must be a bool, got {self.use_decoder!r}.")
         _check_int("decoder_base_size", self.decoder_base_size, 1)
@@ -116,10 +133,28 @@ class FGSSLConfig(PreTrainedConfig):
             raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}.")
 
 
+def backbone_stride(backbone_config) -> int:
+    """Input pixels per cell of the backbone's final feature map (its total stride).
+
+    ConvNeXt: the stem's patch, then x2 per later stage; ViT / DINOv2: the patch; Swin: the patch, then x2 per
+    later stage; ResNet: x4 in the stem, then x2 per later stage (and in the first with `downsample_in_first_stage`).
+    """
+    bc = backbone_config
+    patch = getattr(bc, "patch_size", 4)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else int(patch)
+    if bc.model_type in ("convnext", "convnextv2"):
+        return patch * 2 ** (len(bc.hidden_sizes) - 1)
+    if bc.model_type == "swin":
+        return patch * 2 ** (len(bc.depths) - 1)
+    if bc.model_type == "resnet":
+        return 4 * 2 ** (len(bc.hidden_sizes) - 1) * (2 if getattr(bc, "downsample_in_first_stage", False) else 1)
+    return patch
+
+
 def _check_int(name: str, value, minimum: int, hint: str = ""):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         extra = f" ({hint})" if hint else ""
         raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}.")
 
 
-__all__ = ["FGSSLConfig"]
+__all__ = ["FGSSLConfig", "backbone_stride"]

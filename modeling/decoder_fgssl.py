@@ -1,8 +1,11 @@
-"""The decoder `D` of METHOD.md: a feature vector `h` (B x C) back to an image (B x 3 x S x S).
+"""The decoder `D` of METHOD.md: features back to an image (B x 3 x S x S).
 
-A diffusers `ModelMixin` + `ConfigMixin`, assembled from diffusers' `UpDecoderBlock2D`s like the VAE decoder
-(`diffusers/models/autoencoders/vae.py`), so it saves and loads on its own in diffusers format. It is deliberately
-small: it only has to make the perturbed and unperturbed reconstructions differ where `h` was perturbed.
+Two inputs (METHOD.md, "Decoder", [choice] `decoder_input`):
+- `input_type="vector"` (`pooled`): the feature vector `h` (B x C), through a linear layer to a c0 x s0 x s0 grid;
+- `input_type="map"` (`feature_map`): the final feature map `A` (B x C x H x W), through a 1x1 conv to c0 x H x W.
+  It keeps where things are, so far more of the image survives.
+Then diffusers' `UpDecoderBlock2D`s, like the VAE decoder (`diffusers/models/autoencoders/vae.py`). A diffusers
+`ModelMixin` + `ConfigMixin`: it saves and loads on its own in diffusers format.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
 from torch import nn
 
+INPUT_TYPES = ("vector", "map")
+
 
 class FGSSLDecoder(ModelMixin, ConfigMixin):
     r"""
-    Decode a feature vector into an image in the encoder's (normalised) input space.
+    Decode features into an image in the encoder's (normalised) input space.
 
     Args:
-        in_features (`int`): size `C` of the feature vector.
+        in_features (`int`): size `C` of the feature vector (channels of the feature map).
         out_channels (`int`, defaults to 3): image channels.
         base_size (`int`, defaults to 4): side `s0` of the grid produced by the first linear layer.
         block_out_channels (`tuple[int]`): channels of the up-decoder blocks; all but the last upsample x2, so the
@@ -27,6 +32,9 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
         layers_per_block (`int`, defaults to 1): resnet layers per block.
         norm_num_groups (`int`, defaults to 8): GroupNorm groups.
         act_fn (`str`, defaults to `"silu"`): activation of the resnets.
+        input_type (`str`, defaults to `"vector"`): `"vector"` decodes B x C vectors (linear to the `base_size` grid);
+            `"map"` decodes B x C x H x W maps (1x1 conv, the map's own grid; `base_size` then records the H the
+            model was built for, and the output side is `H * 2 ** (len(block_out_channels) - 1)`).
     """
 
     @register_to_config
@@ -39,11 +47,17 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
         layers_per_block: int = 1,
         norm_num_groups: int = 8,
         act_fn: str = "silu",
+        input_type: str = "vector",
     ):
         super().__init__()
+        if input_type not in INPUT_TYPES:
+            raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}.")
         block_out_channels = tuple(block_out_channels)
         c0 = block_out_channels[0]
-        self.proj_in = nn.Linear(in_features, c0 * base_size * base_size)
+        if input_type == "map":
+            self.proj_in = nn.Conv2d(in_features, c0, kernel_size=1)
+        else:
+            self.proj_in = nn.Linear(in_features, c0 * base_size * base_size)
         self.conv_in = nn.Conv2d(c0, c0, kernel_size=3, padding=1)
         blocks = []
         prev = c0
@@ -67,12 +81,23 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
 
     @property
     def image_size(self) -> int:
+        """Output side S for inputs of the built size."""
         return self.config.base_size * 2 ** (len(self.config.block_out_channels) - 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """`features`: B x C. Returns B x out_channels x S x S (normalised pixel space, no output squashing)."""
-        s0 = self.config.base_size
-        x = self.proj_in(features).view(features.shape[0], -1, s0, s0)
+        """`features`: B x C vectors (`input_type="vector"`) or B x C x H x W maps (`"map"`).
+
+        Returns B x out_channels x S x S (normalised pixel space, no output squashing).
+        """
+        if self.config.input_type == "map":
+            if features.dim() != 4:
+                raise ValueError(f"This decoder decodes B x C x H x W feature maps, got shape {tuple(features.shape)}.")
+            x = self.proj_in(features)
+        else:
+            if features.dim() != 2:
+                raise ValueError(f"This decoder decodes B x C vectors, got shape {tuple(features.shape)}.")
+            s0 = self.config.base_size
+            x = self.proj_in(features).view(features.shape[0], -1, s0, s0)
         x = self.conv_in(x)
         for block in self.up_blocks:
             x = block(x)

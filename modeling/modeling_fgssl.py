@@ -13,6 +13,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
@@ -64,7 +65,7 @@ class FGSSLPreTrainingOutput(ModelOutput):
         key: `k = g_m(f_m(key_pixel_values))`, L2-normalised, B x d (only when `key_pixel_values` is given).
         pooler_output: `h`, B x C.
         feature_map: `A`, B x C x H x W.
-        reconstruction: `D(h)`, B x 3 x S x S (only when the model has a decoder).
+        reconstruction: `D(h)` or `D(A)` (config.decoder_input), B x 3 x S x S (only when asked for).
         screening_logits: LCR pooling only, B x H x W.
     """
 
@@ -113,6 +114,86 @@ def tokens_to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torc
     return grid.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
 
 
+class VarianceTracker(torch.nn.Module):
+    """Running (EMA) per-dimension mean and variance of the features ``h`` (METHOD.md step 2).
+
+    ``update(h)`` folds a batch in: ``stat = momentum * stat + (1 - momentum) * batch_stat``, where the
+    batch variance is the biased (population) variance of the batch; the first update initialises
+    the statistics from the batch. Under ``torch.distributed`` the batch sums, sums of squares and
+    counts are all-reduced before use, so every process holds the same statistics (the same set V).
+
+    The statistics are persistent buffers so they are saved in and restored from checkpoints.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.99):
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}.")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1) (weight of the old estimate), got {momentum}.")
+        self.num_features = int(num_features)
+        self.momentum = float(momentum)
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.reset_statistics()
+
+    @torch.no_grad()
+    def reset_statistics(self) -> None:
+        """Mean 0, variance 1 (so a perturbation scaled by std is sensible before the first update), no updates."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_updates.zero_()
+
+    @property
+    def mean(self) -> Tensor:
+        """C, running mean of each feature dimension."""
+        return self.running_mean
+
+    @property
+    def var(self) -> Tensor:
+        """C, running variance of each feature dimension."""
+        return self.running_var
+
+    @property
+    def std(self) -> Tensor:
+        """C, running standard deviation (square root of :attr:`var`)."""
+        return self.running_var.clamp_min(0).sqrt()
+
+    @property
+    def initialized(self) -> bool:
+        """Whether at least one batch has been folded in."""
+        return bool(self.num_updates.item() > 0)
+
+    @torch.no_grad()
+    def update(self, h: Tensor) -> None:
+        """Fold the batch ``h`` (B x C) into the running statistics; no gradient flows."""
+        if h.dim() != 2:
+            raise ValueError(f"h must be a 2-D tensor (B x C), got shape {tuple(h.shape)}.")
+        if h.shape[1] != self.num_features:
+            raise ValueError(f"h has {h.shape[1]} feature dimensions, the tracker was built for {self.num_features}.")
+        # Accumulate in float64: var = E[h^2] - E[h]^2 loses precision in float32 / bf16. The sums stay
+        # on h's device, where the process group's backend (e.g. NCCL) can reduce them.
+        h = h.detach().to(torch.float64)
+        count = torch.full((1,), float(h.shape[0]), dtype=torch.float64, device=h.device)
+        stats = torch.cat([h.sum(dim=0), (h * h).sum(dim=0), count])  # 2C + 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)  # every rank now sees the global batch
+        stats = stats.to(self.running_mean.device)
+        sums, squares, total = stats[: self.num_features], stats[self.num_features : -1], stats[-1]
+        if total.item() == 0:
+            return  # empty batch on every rank: nothing to learn from
+        batch_mean = sums / total
+        batch_var = (squares / total - batch_mean * batch_mean).clamp_min(0)
+        if self.initialized:
+            m = self.momentum
+            batch_mean = m * self.running_mean.double() + (1 - m) * batch_mean
+            batch_var = m * self.running_var.double() + (1 - m) * batch_var
+        self.running_mean.copy_(batch_mean)
+        self.running_var.copy_(batch_var)
+        self.num_updates += 1
+
+
 def projection_mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
     """MoCo v2 projector `g`: C -> hidden -> d."""
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features))
@@ -134,6 +215,9 @@ class FGSSLPreTrainedModel(PreTrainedModel):
             # The diffusers decoder keeps PyTorch's default (Kaiming) init, as in diffusers itself.
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+            return
+        if isinstance(module, VarianceTracker):
+            module.reset_statistics()
             return
         super()._init_weights(module)
         if isinstance(module, FGSSLForPreTraining):
@@ -298,8 +382,6 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
 
     # The objective (not `forward`) owns the loss; the Trainer must average it over gradient-accumulation steps.
     accepts_loss_kwargs = False
-    # The trainer attaches its running feature statistics (training state, resumed with Trainer checkpoints).
-    _keys_to_ignore_on_load_unexpected = [r"^variance_tracker\."]
 
     def __init__(self, config: FGSSLConfig):
         super().__init__(config)
@@ -308,6 +390,8 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
         self.projector = projection_mlp(c, config.projector_hidden_size, d)
         self.momentum_encoder = FGSSLModel(config)
         self.momentum_projector = projection_mlp(c, config.projector_hidden_size, d)
+        # Running statistics of h (METHOD.md step 2): training state, saved and resumed with the model.
+        self.variance_tracker = VarianceTracker(c, config.variance_momentum)
         self.decoder = None
         if config.use_decoder:
             self.decoder = FGSSLDecoder(
@@ -316,6 +400,7 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
                 block_out_channels=tuple(config.decoder_block_out_channels),
                 layers_per_block=config.decoder_layers_per_block,
                 norm_num_groups=config.decoder_norm_num_groups,
+                input_type="map" if config.decoder_input == "feature_map" else "vector",
             )
             for module in self.decoder.modules():
                 module._fgssl_torch_default_init = True
@@ -371,8 +456,12 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
         """`g_m(f_m(x))`: B x 3 x H x W -> keys B x d, L2-normalised, without gradient."""
         return F.normalize(self.momentum_projector(self.momentum_encoder(pixel_values).pooler_output), dim=1)
 
+    def decoder_features(self, encoded: FGSSLModelOutput) -> torch.Tensor:
+        """What `D` decodes (config.decoder_input): `h` (B x C) or `A` (B x C x H x W)."""
+        return encoded.feature_map if self.config.decoder_input == "feature_map" else encoded.pooler_output
+
     def decode(self, features: torch.Tensor) -> torch.Tensor:
-        """`D`: `h` (B x C) -> image B x 3 x S x S."""
+        """`D`: `h` (B x C, `pooled`) or `A` (B x C x H x W, `feature_map`) -> image B x 3 x S x S."""
         if self.decoder is None:
             raise ValueError("This model has no decoder (config.use_decoder=False); build it with use_decoder=True.")
         return self.decoder(features)
@@ -393,7 +482,7 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
             key=self.momentum_encode(key_pixel_values) if key_pixel_values is not None else None,
             pooler_output=encoded.pooler_output,
             feature_map=encoded.feature_map,
-            reconstruction=self.decode(encoded.pooler_output) if return_reconstruction else None,
+            reconstruction=self.decode(self.decoder_features(encoded)) if return_reconstruction else None,
             screening_logits=encoded.screening_logits,
         )
         return output if return_dict is not False else output.to_tuple()
@@ -416,6 +505,7 @@ AUTO_MAP = {
 }
 
 __all__ = [
+    "VarianceTracker",
     "FGSSLModelOutput",
     "FGSSLPreTrainingOutput",
     "FGSSLPreTrainedModel",

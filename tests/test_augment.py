@@ -3,13 +3,19 @@
 import pytest
 import torch
 
+import math
+
 from fgssl.training.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TwoViewAugment,
+    apply_color,
+    color_transforms,
     denormalize_images,
     eval_transform,
+    hue_rotation,
     normalize_images,
+    sample_color_params,
 )
 
 CROP_ONLY = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, hflip=False)
@@ -65,7 +71,8 @@ def test_full_crop_without_other_augmentations_is_the_resized_input():
     x = _batch(s=48)
     same_size = TwoViewAugment(48, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), **CROP_ONLY)
     v1, v2 = same_size(x)
-    assert torch.equal(v1, normalize_images(x)) and torch.equal(v2, v1)
+    # One affine grid_sample does crop + flip + resize: the identity crop is exact up to float rounding.
+    assert torch.allclose(v1, normalize_images(x), atol=1e-4) and torch.allclose(v2, v1, atol=1e-4)
     upsized = TwoViewAugment(64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), **CROP_ONLY)
     assert torch.allclose(upsized(x)[0], eval_transform(x, 64), atol=1e-4)
 
@@ -107,3 +114,116 @@ def test_eval_transform_is_deterministic_resize_and_normalise():
     assert torch.equal(eval_transform(x, 48), normalize_images(x))
     flat = torch.full((1, 3, 48, 48), 128, dtype=torch.uint8)
     assert torch.allclose(eval_transform(flat, 20), normalize_images(flat)[..., :20, :20], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fused implementation against the kornia chain it replaced (the reference recipe)
+# ---------------------------------------------------------------------------------------------------------------
+RECIPE = dict(crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale_p=0.2, blur_p=0.5)
+
+
+def _kornia_reference_params(n: int, size: int = 16) -> dict:
+    """Draw n views with the kornia chain of the same recipe (the previous implementation) and read its draws."""
+    seq = TwoViewAugment(size, **RECIPE).kornia_reference()
+    torch.manual_seed(0)
+    seq(torch.rand(n, 3, size, size))
+    p = {item.name.rsplit("_", 1)[0]: item.data for item in seq._params}
+    src = p["RandomResizedCrop"]["src"]  # n x 4 corners (x, y)
+    w = src[:, 1, 0] - src[:, 0, 0] + 1
+    h = src[:, 2, 1] - src[:, 1, 1] + 1
+    jit = p["ColorJitter"]
+    return dict(
+        area=(w * h / size**2), aspect=(w / h), flip=p["RandomHorizontalFlip"]["batch_prob"].float(),
+        jitter=jit["batch_prob"].float(), brightness=jit["brightness_factor"], contrast=jit["contrast_factor"],
+        saturation=jit["saturation_factor"], hue=jit["hue_factor"], grayscale=p["RandomGrayscale"]["batch_prob"].float(),
+        blur=p["RandomGaussianBlur"]["batch_prob"].float(), sigma=p["RandomGaussianBlur"]["sigma"],
+    )
+
+
+def _fused_params(n: int, size: int = 16) -> dict:
+    aug = TwoViewAugment(size, **RECIPE)
+    torch.manual_seed(1)
+    p = aug.sample_params(n, size, size)
+    x0, y0, w, h = p.boxes.unbind(1)
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= size).all() and (y0 + h <= size).all()
+    c = p.color
+    return dict(area=w * h / size**2, aspect=w / h, flip=p.flip.float(), jitter=c.jitter.float(),
+                brightness=c.brightness, contrast=c.contrast, saturation=c.saturation, hue=c.hue,
+                grayscale=c.grayscale.float(), blur=p.blur.float(), sigma=p.blur_sigma)
+
+
+def _ks(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (max distance between the empirical CDFs)."""
+    grid = torch.cat([a, b]).sort().values
+    cdf = lambda v: torch.searchsorted(v.sort().values.contiguous(), grid, right=True).float() / len(v)  # noqa: E731
+    return float((cdf(a) - cdf(b)).abs().max())
+
+
+def test_view_distribution_matches_the_kornia_recipe():
+    n = 4000
+    ref, ours = _kornia_reference_params(n), _fused_params(n)
+    # Crop scale and aspect histograms: the same distribution (KS distance well under what n = 4000 would show
+    # for a real difference; 0.03 is about the 5 % critical value).
+    for name in ("area", "aspect"):
+        assert _ks(ref[name], ours[name]) < 0.035, name
+    # Jitter factors: same ranges and the same (uniform) distribution.
+    for name in ("brightness", "contrast", "saturation", "hue", "sigma"):
+        assert _ks(ref[name], ours[name]) < 0.035, name
+        assert abs(float(ref[name].min()) - float(ours[name].min())) < 0.02, name
+        assert abs(float(ref[name].max()) - float(ours[name].max())) < 0.02, name
+    # Rates of flip, jitter, grayscale and blur.
+    for name in ("flip", "jitter", "grayscale", "blur"):
+        assert abs(float(ref[name].mean()) - float(ours[name].mean())) < 0.03, name
+
+
+def test_fused_colour_steps_follow_torchvision_formulas():
+    from kornia.enhance import (
+        adjust_brightness_accumulative,
+        adjust_contrast_with_mean_subtraction,
+        adjust_hue,
+        adjust_saturation_with_gray_subtraction,
+    )
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 12, 12) * 0.5 + 0.25  # mid-range: no clamping inside the chain
+    params = sample_color_params(16, jitter=(0.3, 0.3, 0.3, 0.0), jitter_p=1.0, grayscale_p=0.0)
+    params.order = torch.tensor([0, 1, 2, 3]).expand(16, 4)  # brightness, contrast, saturation, hue
+    m, t = color_transforms(params, x.mean(dim=(2, 3)))
+    expected = adjust_brightness_accumulative(x, params.brightness)
+    expected = adjust_contrast_with_mean_subtraction(expected, params.contrast)
+    expected = adjust_saturation_with_gray_subtraction(expected, params.saturation)
+    assert torch.allclose(apply_color(x, m, t), expected.clamp(0, 1), atol=1e-5)
+    # Without clamping, brightness, contrast and saturation commute (each keeps or scales the grey mean), so any
+    # order of them gives the same image; only the hue rotation (which moves luma) makes the order matter.
+    params.order = torch.tensor([2, 1, 0, 3]).expand(16, 4)
+    assert torch.allclose(apply_color(x, *color_transforms(params, x.mean(dim=(2, 3)))), expected, atol=1e-5)
+    # Grayscale: equal channels equal to the luma of the jittered image.
+    params.grayscale = torch.ones(16, dtype=torch.bool)
+    g = apply_color(x, *color_transforms(params, x.mean(dim=(2, 3))))
+    assert torch.allclose(g[:, 0], g[:, 1]) and torch.allclose(g[:, 1], g[:, 2])
+    # Hue: a rotation about the grey axis, keeps grey, turns red towards green like the exact HSV shift, and is
+    # closer to it than the error of doing nothing.
+    theta = torch.full((16,), 0.05 * 2 * math.pi)
+    rot = hue_rotation(theta)
+    grey = torch.full((16, 3, 2, 2), 0.4)
+    assert torch.allclose(apply_color(grey, rot, torch.zeros(16, 3)), grey, atol=1e-6)
+    exact = adjust_hue(x, theta)
+    ours = apply_color(x, rot, torch.zeros(16, 3))
+    assert (ours - exact).abs().mean() < (x - exact).abs().mean()
+    red = torch.tensor([0.8, 0.2, 0.2]).view(1, 3, 1, 1).expand(16, 3, 1, 1)
+    shifted = apply_color(red.contiguous(), rot, torch.zeros(16, 3))
+    assert (shifted[:, 1] > red[:, 1]).all()  # green grows, as torchvision's positive hue shift
+
+
+def test_geometric_view_is_v1_without_photometric_steps():
+    x = _batch(b=8, s=32)
+    photometric_off = TwoViewAugment(32, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    full = TwoViewAugment(32)
+    torch.manual_seed(5)
+    v1_plain, _ = photometric_off(x)
+    torch.manual_seed(5)
+    v1, v2, geometric = full(x, return_geometric=True)
+    # The same draws of crop and flip come first, so the geometric view equals the crop-only view ...
+    assert torch.allclose(geometric, v1_plain, atol=1e-6)
+    # ... and differs from v1 where a photometric step applied.
+    assert not torch.allclose(geometric, v1, atol=1e-3)

@@ -18,7 +18,7 @@ from fgssl.training import finetune, pretrain, push
 from fgssl.training.cli import UsageError, debug_requested
 from fgssl.training.pretrain import config_file_to_argv, final_feature_map_side, parse_args, run_pretraining
 
-SCRIPTS = ("fgssl-pretrain", "fgssl-eval", "fgssl-finetune", "fgssl-push")
+SCRIPTS = ("fgssl-pretrain", "fgssl-eval", "fgssl-finetune", "fgssl-push", "fgssl-prepare")
 
 
 def script(name: str) -> str:
@@ -59,6 +59,7 @@ BAD_FLAGS = [
      "--protocols"),
     ("fgssl-finetune", ["--few_shot", "5"], "--few_shot", "--few_shot_k"),
     ("fgssl-push", ["folder", "me/repo", "--privat"], "--privat", "--private"),
+    ("fgssl-prepare", ["src", "dst", "--crop_to_box"], "--crop_to_box", "--crop_to_bbox"),
 ]
 
 

@@ -259,3 +259,23 @@ def test_cub100_subset_has_the_folder_class_names(cub100, tmp_path):
     assert batch["pixel_values"].shape == (4, 3, 32, 32)
     assert batch["pixel_values"].float().std() > 10  # real photographs, not blank
     assert os.path.isdir(cub100 / "test")
+
+
+def test_holdout_carves_every_class_of_train_and_never_loads_test(tmp_path):
+    train = datasets.Dataset.from_dict(  # 20 images of each of two classes, red = 5 x index
+        {"image": [Image.new("RGB", (10, 12), (5 * i, 0, 0)) for i in range(40)], "label": [i % 2 for i in range(40)]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])}))
+    test = _tiny_dataset(6)
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "dd")
+    rest, held = data.carve_holdout(train, "label", 0.15)
+    assert len(held) == 6 and len(rest) == 34  # round(0.15 * 20) = 3 per class
+    assert sorted(held["label"]) == [0, 0, 0, 1, 1, 1]
+    reds = lambda ds: {img.getpixel((0, 0))[0] for img in ds["image"]}  # noqa: E731
+    assert not reds(held) & reds(rest) and len(reds(held) | reds(rest)) == 40
+    again = data.carve_holdout(train, "label", 0.15)[1]
+    assert reds(again) == reds(held)  # a fixed seed: the same carve-out every run
+    prepared = load_splits(str(tmp_path / "dd"), 8, holdout_fraction=0.15)
+    assert len(prepared.train) == 34 and len(prepared.eval) == 6  # the test split's 6 images are not used
+    assert set(prepared.num_skipped) == {"train", "holdout"}
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        data.carve_holdout(train, "label", 1.5)

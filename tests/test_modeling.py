@@ -78,19 +78,33 @@ def test_classifier_loss_and_labels():
     assert model.config.id2label[2] == "c"
 
 
-def test_pretraining_pieces(backbone):
-    model = FGSSLForPreTraining(tiny_fgssl_config(backbone))
+@pytest.mark.parametrize("decoder_input", ["pooled", "feature_map"])
+def test_pretraining_pieces(backbone, decoder_input):
+    model = FGSSLForPreTraining(tiny_fgssl_config(backbone, decoder_input=decoder_input))
     x = pixels()
-    h = model.encode(x).pooler_output
+    encoded = model.encode(x)
+    h = encoded.pooler_output
     q = model.project(h)
     k = model.momentum_encode(x)
     torch.testing.assert_close(q.norm(dim=1), torch.ones(2))
     assert not k.requires_grad
     # The momentum branch starts as an exact copy of the online branch.
     torch.testing.assert_close(q, k)
-    recon = model.decode(h)
-    assert recon.shape == (2, 3, model.config.decoder_image_size, model.config.decoder_image_size)
+    features = model.decoder_features(encoded)
+    if decoder_input == "pooled":
+        assert features is h
+        side = model.config.decoder_image_size
+    else:  # the map decoder starts from A's own grid: S = H * 2 ** (blocks - 1)
+        assert features is encoded.feature_map and features.dim() == 4
+        side = features.shape[-1] * 2 ** (len(model.config.decoder_block_out_channels) - 1)
+    recon = model.decode(features)
+    assert recon.shape == (2, 3, side, side)
+    with pytest.raises(ValueError, match="decodes"):  # the wrong input is named, not a shape error deep inside
+        model.decode(encoded.feature_map if decoder_input == "pooled" else h)
     assert all(not p.requires_grad for p in model.momentum_encoder.parameters())
+    # The running feature statistics are a declared submodule: saved with the model, mean 0 / var 1 at start.
+    assert "variance_tracker.running_var" in model.state_dict()
+    torch.testing.assert_close(model.variance_tracker.running_var, torch.ones(model.config.hidden_size))
 
 
 def test_momentum_update_is_an_ema():
@@ -177,14 +191,16 @@ def test_pretraining_from_encoder_checkpoint_copies_momentum(tmp_path):
         torch.testing.assert_close(p, q)
 
 
-def test_decoder_saves_alone_in_diffusers_format(tmp_path):
-    decoder = FGSSLForPreTraining(tiny_fgssl_config("vit")).decoder
+@pytest.mark.parametrize("decoder_input", ["pooled", "feature_map"])
+def test_decoder_saves_alone_in_diffusers_format(tmp_path, decoder_input):
+    decoder = FGSSLForPreTraining(tiny_fgssl_config("vit", decoder_input=decoder_input)).decoder
     decoder.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").is_file()
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     loaded = FGSSLDecoder.from_pretrained(tmp_path)
-    h = torch.randn(2, 32)
-    torch.testing.assert_close(loaded(h), decoder(h))
+    assert loaded.config.input_type == ("map" if decoder_input == "feature_map" else "vector")
+    features = torch.randn(2, 32, 4, 4) if decoder_input == "feature_map" else torch.randn(2, 32)
+    torch.testing.assert_close(loaded(features), decoder(features))
 
 
 def test_from_backbone_pretrained_and_export(backbone, tmp_path):

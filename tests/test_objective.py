@@ -19,7 +19,9 @@ from fgssl.training.objective import (
     gradcam_scores,
     info_nce,
     lcr_loss,
+    noise_scale,
     nuisance_mask,
+    nuisance_perturbation,
     perturb_features,
     reconstruction_loss,
     synth_loss_weight,
@@ -374,6 +376,73 @@ def test_perturbation_rejects_unknown_mode_and_missing_std():
         perturb_features(h, mask, "swap")
     with pytest.raises(ValueError, match="std"):
         perturb_features(h, mask, "gaussian")
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "shuffle"])
+def test_feature_map_perturbation_pools_to_the_perturbed_vector(mode):
+    # METHOD.md step 5 with the feature_map decoder: the same draw perturbs channels of A, so pool(A') == h'.
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 10, 4, 4, generator=g)
+    h = a.mean(dim=(2, 3))
+    mask = torch.rand(6, 10, generator=g) < 0.5
+    std = torch.linspace(0.5, 2.0, 10)
+    h_new, a_new = perturb_features(h, mask, mode, sigma=0.7, std=std, generator=torch.Generator().manual_seed(1),
+                                    feature_map=a)
+    torch.testing.assert_close(a_new.mean(dim=(2, 3)), h_new, rtol=0, atol=1e-6)
+    # The same draw as without the map, and unmasked channel maps are untouched at every position.
+    alone = perturb_features(h, mask, mode, sigma=0.7, std=std, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(h_new, alone, rtol=0, atol=0)
+    keep = ~mask
+    assert torch.equal(a_new[keep], a[keep])
+    changed = (a_new != a).flatten(2).any(-1)
+    assert torch.equal(changed, mask)
+    if mode == "gaussian":  # one shift per (sample, channel): the map moves as a whole, its shape is kept
+        delta = a_new - a
+        torch.testing.assert_close(delta, delta[:, :, :1, :1].expand_as(delta))
+    else:  # a whole channel map taken from one other image
+        for i, c in mask.nonzero().tolist():
+            assert any(torch.equal(a_new[i, c], a[j, c]) for j in range(6) if j != i)
+
+
+def test_noise_scale_per_dim_and_global():
+    std = torch.tensor([0.1, 0.2, 0.3, 1.4])
+    torch.testing.assert_close(noise_scale(std, "per_dim"), std)
+    torch.testing.assert_close(noise_scale(std, "global"), torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match="per_dim, global"):
+        noise_scale(std, "local")
+    # Under `global` the low-variance dims of V get noise of the typical size, not the smallest noise.
+    h = torch.zeros(4000, 4)
+    out = perturb_features(h, torch.ones_like(h, dtype=torch.bool), "gaussian", sigma=1.0,
+                           std=noise_scale(std, "global"), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.std(0), torch.full((4,), 0.5), rtol=0.05, atol=0.0)
+
+
+def test_nuisance_perturbation_is_the_composition_of_steps_2_to_5():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(8, 12, generator=g, requires_grad=True)
+    a = h.detach()[:, :, None, None].expand(8, 12, 2, 2).clone()
+    keys = F.normalize(torch.randn(8, 12, generator=g), dim=1)
+    loss = info_nce(F.normalize(h, dim=1), keys)
+    tracker, reference = VarianceTracker(12, 0.5), VarianceTracker(12, 0.5)
+    tracker.update(torch.randn(8, 12, generator=g) * torch.linspace(0.1, 2, 12))
+    reference.load_state_dict(tracker.state_dict())
+    out = nuisance_perturbation(loss, h, tracker, rho_variance=0.25, rho_gradcam=0.25, mask_mode="union",
+                                perturbation="gaussian", sigma=0.5, scale="global", feature_map=a,
+                                generator=torch.Generator().manual_seed(3))
+    # By hand: fold h in, V, G_i, union, perturb with the global scale.
+    reference.update(h.detach())
+    var_mask = variance_mask(reference.var, 0.25)
+    mask = nuisance_mask(var_mask, gradcam_mask(gradcam_scores(loss, h), 0.25), "union")
+    h_new, a_new = perturb_features(h, mask, "gaussian", 0.5, std=noise_scale(reference.std, "global"),
+                                    generator=torch.Generator().manual_seed(3), feature_map=a)
+    assert torch.equal(out.variance_mask, var_mask) and torch.equal(out.mask, mask)
+    torch.testing.assert_close(out.features, h_new)
+    torch.testing.assert_close(out.feature_map, a_new)
+    torch.testing.assert_close(tracker.running_var, reference.running_var)
+    # Analysis code can read the statistics without folding the batch in.
+    before = tracker.running_var.clone()
+    nuisance_perturbation(loss, h, tracker, rho_variance=0.25, rho_gradcam=0.25, update_statistics=False)
+    assert torch.equal(tracker.running_var, before)
 
 
 # ----------------------------------------------------------------------------- step 6: reconstruction

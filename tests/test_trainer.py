@@ -65,6 +65,61 @@ def test_fgssl_perturbs_low_variance_dimensions(tmp_path):
     assert all(r["var_perturbed"] <= r["var_kept"] for r in rows)
 
 
+def _one_step_gradients(tmp_path, decoder_input="feature_map", **objective):
+    """Encoder and decoder gradients of one fgssl compute_loss on a fixed batch, with fixed random draws."""
+    torch.manual_seed(0)
+    config = tiny_fgssl_config("vit", decoder_input=decoder_input, **method_config_kwargs("fgssl"))
+    model = FGSSLForPreTraining(config)
+    objective = ObjectiveArguments(method="fgssl", synth_warmup_steps=0, synth_ramp_steps=0, **objective)
+    trainer = make_trainer(tmp_path, model=model, objective=objective)
+    batch = collate_uint8([trainer.train_dataset[i] for i in range(8)])
+    torch.manual_seed(1)
+    trainer.compute_loss(trainer.model, batch).backward()
+    flat = lambda module: torch.cat([  # noqa: E731
+        (p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in module.parameters()])
+    return flat(model.fgssl), flat(model.decoder)
+
+
+@pytest.mark.parametrize("decoder_input", ["pooled", "feature_map"])
+def test_gradient_routing_of_the_synthesized_pair_and_reconstruction(tmp_path, decoder_input):
+    run = lambda name, **o: _one_step_gradients(tmp_path / name, decoder_input, **o)  # noqa: E731
+    # L_Cp reaches the encoder and never the decoder (the synthesized images are detached inputs).
+    enc_cp, dec_cp = run("cp", alpha=0.0, nu=1.0)
+    enc_c, _ = run("c", alpha=0.0, nu=0.0)
+    assert not torch.allclose(enc_cp, enc_c)
+    assert torch.count_nonzero(dec_cp) == 0
+    # L_R reaches the decoder, and the encoder only in proportion to recon_encoder_weight.
+    enc_r0, dec_r0 = run("r0", alpha=1.0, nu=0.0, recon_encoder_weight=0.0)
+    enc_r1, _ = run("r1", alpha=1.0, nu=0.0, recon_encoder_weight=1.0)
+    enc_r01, _ = run("r01", alpha=1.0, nu=0.0, recon_encoder_weight=0.1)
+    assert torch.count_nonzero(dec_r0) > 0
+    torch.testing.assert_close(enc_r0, enc_c)  # weight 0: the encoder sees L_C only
+    full = enc_r1 - enc_c
+    torch.testing.assert_close(enc_r01 - enc_c, 0.1 * full, rtol=1e-3, atol=1e-4 * float(full.abs().max()))
+    assert not torch.allclose(enc_r1, enc_c)
+
+
+@pytest.mark.parametrize("recon_target", ["view", "geometric"])
+def test_reconstruction_target_is_the_view_or_its_geometric_part(tmp_path, recon_target, monkeypatch):
+    import fgssl.training.objective as obj
+
+    trainer = make_trainer(tmp_path, objective=ObjectiveArguments(method="fgssl", recon_target=recon_target))
+    seen = {}
+    augment = trainer.augment
+    trainer.augment = lambda x, **kw: seen.setdefault("views", augment(x, **kw))
+    loss_fn = obj.reconstruction_loss
+    monkeypatch.setattr(obj, "reconstruction_loss", lambda recon, target: (seen.setdefault("target", target),
+                                                                            loss_fn(recon, target))[1])
+    batch = collate_uint8([trainer.train_dataset[i] for i in range(8)])
+    trainer.compute_loss(trainer.model, batch)
+    views = seen["views"]
+    if recon_target == "view":
+        assert len(views) == 2 and seen["target"] is views[0]
+    else:  # v1's crop and flip without the photometric steps, drawn with v1 at no extra decode
+        assert len(views) == 3 and seen["target"] is views[2]
+        assert not torch.allclose(views[2], views[0])
+
+
 def test_gradient_accumulation_gives_one_momentum_update_per_optimiser_step(tmp_path):
     counts = {}
     for name, batch, accumulation in (("2xB", 4, 2), ("2B", 8, 1)):

@@ -1,19 +1,39 @@
-"""Batched image augmentation on the accelerator (kornia), from the cached uint8 batches of training.data.
+"""Batched image augmentation on the training device, from the cached uint8 batches of training.data.
 
 The MoCo v2 recipe (METHOD.md): random resized crop (scale 0.2-1), colour jitter 0.4/0.4/0.4/0.1 with
 p 0.8, grayscale p 0.2, Gaussian blur p 0.5 (sigma 0.1-2), horizontal flip, then ImageNet normalisation.
-Every strength is a constructor argument so that it can be ablated. Randomness comes from torch's
-generator on the batch's device, so `torch.manual_seed` makes the views reproducible.
+Every strength is a constructor argument so that it can be ablated.
+
+Why it is written out instead of chained kornia modules: at CPU scale the chain (crop, flip, jitter, grayscale,
+blur, each a pass over the batch with its own parameter bookkeeping) cost half of a MoCo step
+(benchmarks/results/step_cost_*). Here the two views of the whole batch are drawn together and each piece is one
+batched op:
+
+    sample_crop_boxes      torchvision's RandomResizedCrop parameters, vectorised (10 tries, centre fallback)
+    crop_flip_resize       crop + flip + resize of all 2B views in ONE affine grid_sample
+    color_transforms       brightness, contrast, saturation, hue (per image, random order) and grayscale as ONE
+                           per-image 3 x 3 matrix + offset (torchvision's formulas are affine in RGB; hue is a
+                           rotation about the grey axis), applied in one batched matmul, clamped once
+    blur_selected          kornia's Gaussian blur with per-image sigma, only on the images drawn for it
+
+Randomness comes from torch's default generator on the batch's device, so `torch.manual_seed` makes the views
+reproducible. `TwoViewAugment` also returns the *geometric* view (the same crop and flip, no photometric jitter)
+when asked: the target of METHOD.md's `recon_target: geometric`, at the cost of one more matmul-free copy.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from kornia import augmentation as K
+from kornia.filters import gaussian_blur2d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ITU-R 601 luma weights, as torchvision's rgb_to_grayscale (and kornia's) use.
+LUMA = (0.299, 0.587, 0.114)
 
 
 def _to_float01(x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +88,196 @@ def _blur_kernel_size(image_size: int) -> int:
     return k if k % 2 == 1 else k + 1
 
 
+def _uniform(n: int, low: float, high: float, device) -> torch.Tensor:
+    return torch.rand(n, device=device) * (high - low) + low
+
+
+# --------------------------------------------------------------------------------------------- geometry
+
+
+def sample_crop_boxes(n: int, height: int, width: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), device=None,
+                      tries: int = 10) -> torch.Tensor:
+    """torchvision's `RandomResizedCrop.get_params`, vectorised over `n` draws.
+
+    Per draw: up to `tries` candidates of area fraction ~ U(scale) and log aspect (w / h) ~ U(log ratio); the
+    first that fits is taken, at an integer position drawn uniformly; if none fits, the centre crop of the
+    ratio-clamped whole image.
+
+    Returns:
+        n x 4 float tensor of boxes (x0, y0, w, h) in input pixels (integers, as torchvision's).
+    """
+    area = (torch.rand(n, tries, device=device) * (scale[1] - scale[0]) + scale[0]) * (height * width)
+    log_ratio = torch.rand(n, tries, device=device) * (math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0])
+    aspect = log_ratio.exp()
+    w = (area * aspect).sqrt().round()
+    h = (area / aspect).sqrt().round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = (fits.int().cumsum(1) == 1) & fits  # one-hot of the first candidate that fits
+    found = first.any(1)
+    pick = first.int().argmax(1, keepdim=True)
+    w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+    # Fallback, as torchvision: keep the whole image, clamped to the ratio range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = float(width), float(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fw, fh = float(round(height * ratio[1])), float(height)
+    else:
+        fw, fh = float(width), float(height)
+    w = torch.where(found, w, torch.full_like(w, fw)).clamp(1, width)
+    h = torch.where(found, h, torch.full_like(h, fh)).clamp(1, height)
+    x0 = (torch.rand(n, device=device) * (width - w + 1)).floor()
+    y0 = (torch.rand(n, device=device) * (height - h + 1)).floor()
+    x0 = torch.where(found, x0, ((width - w) / 2).round())
+    y0 = torch.where(found, y0, ((height - h) / 2).round())
+    return torch.stack([x0, y0, w, h], dim=1)
+
+
+def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each image to its box, mirror it where `flip`, and resize it to `size` x `size`: one grid_sample.
+
+    The sampling grid is torchvision's `resized_crop` (crop, then bilinear resize with align_corners=False):
+    output pixel i samples input x0 + (i + 0.5) * w / size - 0.5. Crops are at most the input's size and mostly
+    upsample, where bilinear needs no antialiasing.
+
+    Args:
+        x: float N x 3 x H x W (the images, already repeated for each view).
+        boxes: N x 4 (x0, y0, w, h) in input pixels (`sample_crop_boxes`).
+        flip: bool N, horizontal flip.
+    Returns:
+        N x 3 x size x size.
+    """
+    n, _, height, width = x.shape
+    x0, y0, w, h = boxes.to(x.dtype).unbind(1)
+    # Normalised coordinates (align_corners=False): pixel edge 0 is -1, edge W is +1.
+    sx, sy = w / width, h / height
+    tx, ty = (2 * x0 + w) / width - 1, (2 * y0 + h) / height - 1
+    sx = torch.where(flip.to(x.device), -sx, sx)
+    zero = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)  # N x 2 x 3
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------- colour
+
+
+def _luma(device, dtype) -> torch.Tensor:
+    return torch.tensor(LUMA, device=device, dtype=dtype)
+
+
+def hue_rotation(theta: torch.Tensor) -> torch.Tensor:
+    """B x 3 x 3 RGB matrices that rotate colours about the grey axis (1, 1, 1) by `theta` radians.
+
+    The linear stand-in for torchvision's HSV hue shift (the CSS `hue-rotate` construction): grey stays grey,
+    the mean of the three channels is kept, and the direction matches torchvision's (red towards green for a
+    positive shift). It is affine, so it fuses with the other colour steps; measured against kornia's exact HSV
+    shift on random colours it is closer than the YIQ rotation (tests/test_augment.py).
+    """
+    cos, sin = theta.cos(), theta.sin()
+    k, q = 1.0 / 3.0, math.sqrt(1.0 / 3.0)
+    diag, lo, hi = cos + (1 - cos) * k, k * (1 - cos) - q * sin, k * (1 - cos) + q * sin
+    return torch.stack([torch.stack([diag, lo, hi], -1),
+                        torch.stack([hi, diag, lo], -1),
+                        torch.stack([lo, hi, diag], -1)], -2)
+
+
+@dataclass
+class ColorParams:
+    """Per-image photometric draws (B each): whether jitter applies, its four factors and order, grayscale."""
+
+    jitter: torch.Tensor  # bool B
+    brightness: torch.Tensor  # B, multiplier
+    contrast: torch.Tensor  # B, blend weight with the grey mean
+    saturation: torch.Tensor  # B, blend weight with the grey image
+    hue: torch.Tensor  # B, fraction of a turn
+    order: torch.Tensor  # B x 4 permutation of (brightness, contrast, saturation, hue)
+    grayscale: torch.Tensor  # bool B
+
+
+def sample_color_params(n: int, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, grayscale_p=0.2, device=None) -> ColorParams:
+    """torchvision's ColorJitter ranges: factors ~ U(max(0, 1 - s), 1 + s), hue ~ U(-s, s); a random order per image."""
+    b, c, s, hue = jitter
+    return ColorParams(
+        jitter=torch.rand(n, device=device) < jitter_p,
+        brightness=_uniform(n, max(0.0, 1 - b), 1 + b, device),
+        contrast=_uniform(n, max(0.0, 1 - c), 1 + c, device),
+        saturation=_uniform(n, max(0.0, 1 - s), 1 + s, device),
+        hue=_uniform(n, -hue, hue, device),
+        order=torch.rand(n, 4, device=device).argsort(1),
+        grayscale=torch.rand(n, device=device) < grayscale_p,
+    )
+
+
+def color_transforms(params: ColorParams, mean_rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole photometric chain of each image as one affine map `rgb -> M @ rgb + t`.
+
+    torchvision's formulas, each affine in RGB: brightness `b * x`; contrast `c * x + (1 - c) * mean(gray(x))`
+    (the image's mean luma at that point of the chain, carried through exactly from `mean_rgb`); saturation
+    `s * x + (1 - s) * gray(x)`; hue a rotation about the grey axis; then grayscale `gray(x)` in every channel. Unlike
+    torchvision, values are clamped to [0, 1] once at the end rather than after every step.
+
+    Args:
+        mean_rgb: B x 3, each image's mean colour (before the chain).
+    Returns:
+        M: B x 3 x 3, t: B x 3.
+    """
+    n, device, dtype = mean_rgb.shape[0], mean_rgb.device, mean_rgb.dtype
+    eye = torch.eye(3, device=device, dtype=dtype).expand(n, 3, 3)
+    luma = _luma(device, dtype)
+    gray = torch.ones(3, 1, device=device, dtype=dtype) * luma  # 3 x 3: every channel <- luma
+    m, t = eye.clone(), torch.zeros(n, 3, device=device, dtype=dtype)
+    hue = hue_rotation(params.hue.to(dtype) * 2 * math.pi)
+    on = params.jitter.to(device)
+    for position in range(4):
+        step = params.order[:, position]
+        mean_luma = ((m @ mean_rgb.unsqueeze(-1)).squeeze(-1) + t) @ luma  # B: mean grey level at this point
+        b = params.brightness.to(dtype).view(n, 1, 1)
+        c = params.contrast.to(dtype).view(n, 1, 1)
+        s = params.saturation.to(dtype).view(n, 1, 1)
+        candidates_m = torch.stack([b * eye, c * eye, s * eye + (1 - s) * gray, hue])  # 4 x B x 3 x 3
+        candidates_t = torch.stack([torch.zeros_like(t), ((1 - c).view(n, 1) * mean_luma.view(n, 1)).expand(n, 3),
+                                    torch.zeros_like(t), torch.zeros_like(t)])  # 4 x B x 3
+        idx = torch.arange(n, device=device)
+        step_m = torch.where(on.view(n, 1, 1), candidates_m[step, idx], eye)
+        step_t = torch.where(on.view(n, 1), candidates_t[step, idx], torch.zeros_like(t))
+        m, t = step_m @ m, (step_m @ t.unsqueeze(-1)).squeeze(-1) + step_t
+    gray_rows = params.grayscale.to(device).view(n, 1, 1)
+    m = torch.where(gray_rows, gray @ m, m)
+    t = torch.where(gray_rows.view(n, 1), (gray @ t.unsqueeze(-1)).squeeze(-1), t)
+    return m, t
+
+
+def apply_color(x: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x: B x 3 x H x W in [0, 1]; per-image `M @ rgb + t`, clamped to [0, 1]."""
+    b, c, h, w = x.shape
+    out = torch.baddbmm(t.unsqueeze(-1), m, x.reshape(b, c, h * w))
+    return out.clamp_(0.0, 1.0).view(b, c, h, w)
+
+
+def blur_selected(x: torch.Tensor, selected: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Gaussian blur (kornia, reflect border) with per-image sigma, applied only where `selected` (in place)."""
+    idx = selected.nonzero().squeeze(1)
+    if idx.numel():
+        s = sigma[idx].to(x.dtype).unsqueeze(1).expand(-1, 2)
+        x[idx] = gaussian_blur2d(x[idx], (kernel_size, kernel_size), s, border_type="reflect")
+    return x
+
+
+# --------------------------------------------------------------------------------------------- two views
+
+
+@dataclass
+class ViewParams:
+    """Every random draw of N views: crop boxes (N x 4: x0, y0, w, h), flips, colour, blur (bool N, sigma N)."""
+
+    boxes: torch.Tensor
+    flip: torch.Tensor
+    color: ColorParams | None
+    blur: torch.Tensor
+    blur_sigma: torch.Tensor
+
+
 class TwoViewAugment(torch.nn.Module):
     """Two independent random views of a uint8 batch, MoCo v2 recipe, on the batch's device.
 
@@ -79,9 +289,11 @@ class TwoViewAugment(torch.nn.Module):
         grayscale_p: probability of converting to grayscale.
         blur_p: probability of the Gaussian blur; blur_sigma its sigma range (pixels of the output).
         hflip: random horizontal flip with p 0.5.
-        crop_ratio: aspect ratio range of the random resized crop.
+        crop_ratio: aspect ratio (w / h) range of the random resized crop.
 
-    forward(x_uint8: uint8 B x 3 x S x S) -> (v1, v2), each normalised float B x 3 x image_size x image_size.
+    forward(x_uint8: uint8 B x 3 x S x S, return_geometric=False) -> (v1, v2), each normalised float
+    B x 3 x image_size x image_size; with `return_geometric`, also v1's crop and flip without the photometric
+    steps (the `geometric` reconstruction target of METHOD.md step 6).
     """
 
     def __init__(
@@ -98,28 +310,68 @@ class TwoViewAugment(torch.nn.Module):
     ):
         super().__init__()
         self.image_size = int(image_size)
-        # align_corners=False: the same pixel grid as F.interpolate in eval_transform (torchvision's convention).
-        crop = K.RandomResizedCrop(
-            (self.image_size, self.image_size), scale=tuple(crop_scale), ratio=tuple(crop_ratio), align_corners=False
-        )
-        steps = [crop]
-        if hflip:
+        self.crop_scale = tuple(float(v) for v in crop_scale)
+        self.crop_ratio = tuple(float(v) for v in crop_ratio)
+        self.jitter = tuple(float(v) for v in jitter)
+        # A step with probability 0 (or strength 0) is left out: with everything off, a view is exactly the
+        # cropped input (what the tests check).
+        self.jitter_p = float(jitter_p) if any(j > 0 for j in self.jitter) else 0.0
+        self.grayscale_p = float(grayscale_p)
+        self.blur_p = float(blur_p)
+        self.blur_sigma = tuple(float(v) for v in blur_sigma)
+        self.hflip = bool(hflip)
+        self.blur_kernel = _blur_kernel_size(self.image_size)
+
+    def kornia_reference(self):
+        """The same recipe as a chain of kornia modules (the implementation this class replaced): the reference
+        that tests check the view distribution against and that `benchmarks/step_cost.py` times beside it."""
+        from kornia import augmentation as K
+
+        size = (self.image_size, self.image_size)
+        steps = [K.RandomResizedCrop(size, scale=self.crop_scale, ratio=self.crop_ratio, align_corners=False)]
+        if self.hflip:
             steps.append(K.RandomHorizontalFlip(p=0.5))
-        # A step with probability 0 is left out rather than kept as a no-op: fewer kernels, and with
-        # everything off a view is exactly the cropped input (what the tests check).
-        if jitter_p > 0 and any(j > 0 for j in jitter):
-            steps.append(K.ColorJitter(*jitter, p=jitter_p))
-        if grayscale_p > 0:
-            steps.append(K.RandomGrayscale(p=grayscale_p))
-        if blur_p > 0:
-            kernel = _blur_kernel_size(self.image_size)
-            steps.append(K.RandomGaussianBlur((kernel, kernel), tuple(blur_sigma), p=blur_p))
-        self.pipeline = K.AugmentationSequential(*steps)
+        if self.jitter_p > 0:
+            steps.append(K.ColorJitter(*self.jitter, p=self.jitter_p))
+        if self.grayscale_p > 0:
+            steps.append(K.RandomGrayscale(p=self.grayscale_p))
+        if self.blur_p > 0:
+            steps.append(K.RandomGaussianBlur((self.blur_kernel,) * 2, self.blur_sigma, p=self.blur_p))
+        return K.AugmentationSequential(*steps)
 
-    def view(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        """One random view: uint8 B x 3 x S x S -> normalised float B x 3 x image_size x image_size."""
-        return normalize_images(self.pipeline(_to_float01(x_uint8)))
+    def sample_params(self, n: int, height: int, width: int, device=None) -> ViewParams:
+        """Draw the random parameters of `n` views of `height` x `width` images."""
+        # Geometry first, so views with and without the photometric steps share their crops under one seed.
+        boxes = sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, device=device)
+        flip = torch.rand(n, device=device) < 0.5 if self.hflip else torch.zeros(n, dtype=torch.bool, device=device)
+        color = None
+        if self.jitter_p > 0 or self.grayscale_p > 0:
+            color = sample_color_params(n, self.jitter, self.jitter_p, self.grayscale_p, device=device)
+        return ViewParams(
+            boxes=boxes,
+            flip=flip,
+            color=color,
+            blur=torch.rand(n, device=device) < self.blur_p,
+            blur_sigma=_uniform(n, *self.blur_sigma, device),
+        )
 
-    def forward(self, x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two views with independent random parameters (two draws from the generator)."""
-        return self.view(x_uint8), self.view(x_uint8)
+    def render(self, x: torch.Tensor, params: ViewParams, repeats: int = 1, geometric_views: int = 0):
+        """The views of float images `x` (B x 3 x H x W in [0, 1]) under `params` (for `repeats * B` views, the
+        images taken in turn). Returns the normalised views and the first `geometric_views` of them before the
+        photometric steps (normalised too)."""
+        views = crop_flip_resize(x.repeat(repeats, 1, 1, 1), params.boxes, params.flip, self.image_size)
+        geometric = normalize_images(views[:geometric_views])
+        if params.color is not None:
+            m, t = color_transforms(params.color, views.mean(dim=(2, 3)))
+            views = apply_color(views, m, t)
+        if self.blur_p > 0:
+            views = blur_selected(views, params.blur, params.blur_sigma, self.blur_kernel)
+        return normalize_images(views), geometric
+
+    def forward(self, x_uint8: torch.Tensor, return_geometric: bool = False):
+        b, _, height, width = x_uint8.shape
+        params = self.sample_params(2 * b, height, width, device=x_uint8.device)
+        # uint8 -> float once for both views
+        views, geometric = self.render(_to_float01(x_uint8), params, repeats=2, geometric_views=b if return_geometric else 0)
+        v1, v2 = views[:b], views[b:]
+        return (v1, v2, geometric) if return_geometric else (v1, v2)

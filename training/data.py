@@ -2,13 +2,16 @@
 
 The pipeline is:
 
-    load_raw_dataset   Hub id | image folder | save_to_disk dir | None (embedded synthetic default)
+    load_raw_dataset   Hub id | image folder | save_to_disk dir | None (embedded synthetic default) | a
+                       CUB-200-2011, Stanford Cars or FGVC-Aircraft folder as downloaded (training.layouts,
+                       detected from its files); optionally cropped to the bounding boxes
     find_columns       which column holds the image, which the label
     prepare_images     decode (any PIL mode -> RGB), resize shorter side + centre crop to S, store as a
                        uint8 3 x S x S "pixel_values" column + int64 "labels"; corrupt images are skipped
                        and counted. The result is an Arrow cache file keyed by datasets' fingerprint, so
                        the second run (or the next epoch, or the eval script) never decodes a JPEG again.
-    load_splits        all of the above for a train and an optional eval split -> PreparedData
+    load_splits        all of the above for a train and an optional eval split -> PreparedData; refuses
+                       data without a test split when evaluation is asked for (require_eval)
     collate_uint8      batch of examples -> {"pixel_values": uint8 B x 3 x S x S, "labels": int64 B}
 
 Augmentation is not done here: it runs batched on the accelerator (training.augment) on the uint8 batch.
@@ -27,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from . import layouts
+
 logger = logging.getLogger(__name__)
 
 #: Column names recognised automatically, in order of preference.
@@ -40,12 +45,51 @@ SUBSET_SEED = 0
 #: whenever `decode_image` (or a helper) changes its output, or stale cached pixels would be reused.
 DECODE_VERSION = 1
 
+#: --eval_split value that asks for no evaluation split at all.
+NO_EVAL_SPLIT = "none"
+
 ACCEPTED_FORMS = (
     "accepted forms: None or 'synthetic' (the embedded synthetic dataset); a local image folder "
-    "(train/ and test/ subfolders of class folders, or class folders directly); a directory written by "
+    "(train/ and test/ subfolders of class folders, or class folders directly); a CUB-200-2011, Stanford Cars "
+    "or FGVC-Aircraft folder as downloaded; a directory written by "
     "Dataset.save_to_disk / DatasetDict.save_to_disk; or a Hugging Face Hub dataset id (needs network "
     "access or the dataset in the local datasets cache)"
 )
+
+
+# --------------------------------------------------------------------------------------------- arguments
+
+
+@dataclass(kw_only=True)
+class DatasetFormatArguments:
+    """How a local dataset folder is read: the data fields fgssl-pretrain, fgssl-eval and fgssl-finetune share.
+
+    Their argument dataclasses inherit from this one (keyword-only, so it may precede required fields) and pass
+    `format_kwargs()` to `load_splits`.
+    """
+
+    dataset_format: str | None = field(
+        default=None,
+        metadata={"help": "Layout of a local --dataset_name folder: cub (CUB-200-2011), cars (Stanford Cars), "
+                          "aircraft (FGVC-Aircraft), each as downloaded, or imagefolder (class folders, optionally "
+                          "under train/ and test/). Default: detected from the folder's files.",
+                  "choices": list(layouts.DATASET_FORMATS)},
+    )
+    aircraft_level: str = field(
+        default="variant",
+        metadata={"help": "FGVC-Aircraft labels: variant (100 classes), family (70) or manufacturer (30).",
+                  "choices": list(layouts.AIRCRAFT_LEVELS)},
+    )
+    crop_to_bbox: bool = field(
+        default=False,
+        metadata={"help": "Crop every image to its bounding box first (CUB, Cars, Aircraft). Off by default; "
+                          "results record the setting."},
+    )
+
+    def format_kwargs(self) -> dict:
+        """The keyword arguments of `load_splits` these fields set."""
+        return {"dataset_format": self.dataset_format, "aircraft_level": self.aircraft_level,
+                "crop_to_bbox": self.crop_to_bbox}
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -86,31 +130,72 @@ def _image_folder_data_files(path: Path) -> dict[str, str]:
     return {split: splits[split] for split in order if split in splits} or {"train": str(path / "**")}
 
 
-def load_raw_dataset(name_or_path: str | None, cache_dir=None) -> datasets.DatasetDict:
-    """Load a dataset as a DatasetDict of raw (undecoded-on-disk) examples.
-
-    Args:
-        name_or_path: None or "synthetic" -> the embedded synthetic fine-grained dataset
-            (training.synthetic, generated once and cached); a local image-folder directory (the
-            "imagefolder" builder; labels from the class-folder names; split sub-folders train/,
-            validation/ (or val/, valid/, dev/), test/ become splits, otherwise all is "train"); a
-            ``save_to_disk`` directory (a bare Dataset becomes ``{"train": ds}``); otherwise a Hub id.
-        cache_dir: passed to ``load_dataset`` (the datasets cache), or where the synthetic dataset is kept.
+def resolve_dataset_format(name_or_path: str | None, dataset_format: str | None = None) -> str:
+    """How `name_or_path` will be read: "synthetic", "save_to_disk", "cub", "cars", "aircraft", "imagefolder" or
+    "hub". A local folder's layout is detected from its files unless `dataset_format` names one.
 
     Raises:
-        FileNotFoundError: a local path that does not exist, or a Hub id that cannot be loaded; the
-            message names the path and the accepted forms.
+        ValueError: an unknown `dataset_format`, or one given for something that is not a plain local folder.
+        FileNotFoundError: a local path that does not exist or is a file; a folder that lacks files of the layout
+            it names or partly has (the message lists them).
     """
+    if dataset_format is not None and dataset_format not in layouts.DATASET_FORMATS:
+        raise ValueError(
+            f"--dataset_format must be one of {', '.join(layouts.DATASET_FORMATS)}, got {dataset_format!r}."
+        )
     if name_or_path is None or (name_or_path == SYNTHETIC_NAME and not Path(name_or_path).exists()):
+        found = "synthetic"
+    else:
+        path = Path(name_or_path).expanduser()
+        if path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is a file, not a dataset directory; {ACCEPTED_FORMS}.")
+        if not path.is_dir() and _looks_like_local_path(name_or_path):
+            raise FileNotFoundError(f"Dataset path {name_or_path!r} does not exist; {ACCEPTED_FORMS}.")
+        if not path.is_dir():
+            found = "hub"
+        elif _is_save_to_disk_dir(path):
+            found = "save_to_disk"
+        elif dataset_format in layouts.LAYOUT_TITLES:
+            layouts.require_layout(path, dataset_format)
+            return dataset_format
+        elif dataset_format == "imagefolder":
+            _warn_if_layout_read_as_image_folder(path)
+            return dataset_format
+        else:
+            return layouts.detect_layout(path) or "imagefolder"
+    if dataset_format is not None:
+        what = {"synthetic": "the embedded synthetic dataset", "save_to_disk": "a save_to_disk folder",
+                "hub": "a Hub dataset id (there is no such local folder)"}[found]
+        raise ValueError(
+            f"--dataset_format {dataset_format} names the layout of a local folder, and {name_or_path!r} is {what}; "
+            f"drop --dataset_format."
+        )
+    return found
+
+
+def _warn_if_layout_read_as_image_folder(path: Path) -> None:
+    """Say so when a known layout is forced through the image-folder reader (its split files are then ignored)."""
+    for layout, title in layouts.LAYOUT_TITLES.items():
+        if all(found is not None for found in layouts.layout_files(path, layout).values()):
+            logger.warning(
+                "%s has the %s layout but --dataset_format imagefolder ignores its split files: without train/ and "
+                "test/ sub-folders all its images, test images included, are one 'train' split.", path, title
+            )
+
+
+def _read_dataset(name_or_path, dataset_format: str, aircraft_level: str, cache_dir) -> datasets.DatasetDict:
+    """The DatasetDict of `name_or_path` read as `dataset_format` (a value of `resolve_dataset_format`)."""
+    if dataset_format == "synthetic":
         from .synthetic import default_dataset
 
         return default_dataset(cache_dir=cache_dir)
-
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if _is_save_to_disk_dir(path):
-            loaded = datasets.load_from_disk(str(path))
-            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+    if dataset_format == "save_to_disk":
+        loaded = datasets.load_from_disk(str(path))
+        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+    if dataset_format in layouts.LAYOUT_TITLES:
+        return layouts.load_layout(path, dataset_format, aircraft_level, cache_dir=cache_dir)
+    if dataset_format == "imagefolder":
         try:
             return datasets.load_dataset(
                 "imagefolder", data_files=_image_folder_data_files(path), cache_dir=cache_dir
@@ -119,10 +204,6 @@ def load_raw_dataset(name_or_path: str | None, cache_dir=None) -> datasets.Datas
             raise FileNotFoundError(
                 f"Could not read {str(path)!r} as an image folder ({err}); {ACCEPTED_FORMS}."
             ) from err
-    if path.exists():
-        raise FileNotFoundError(f"{str(path)!r} is a file, not a dataset directory; {ACCEPTED_FORMS}.")
-    if _looks_like_local_path(name_or_path):
-        raise FileNotFoundError(f"Dataset path {name_or_path!r} does not exist; {ACCEPTED_FORMS}.")
     try:
         loaded = datasets.load_dataset(name_or_path, cache_dir=cache_dir)
     except Exception as err:  # network, auth, not found: many error types, one message with the fix
@@ -131,6 +212,47 @@ def load_raw_dataset(name_or_path: str | None, cache_dir=None) -> datasets.Datas
             f"failed ({type(err).__name__}: {err}); {ACCEPTED_FORMS}."
         ) from err
     return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+
+
+def _load_raw(name_or_path, cache_dir, dataset_format, aircraft_level, crop_to_bbox, num_proc):
+    """(raw DatasetDict, the format it was read as): `load_raw_dataset` plus what `load_splits` records."""
+    resolved = resolve_dataset_format(name_or_path, dataset_format)
+    raw = _read_dataset(name_or_path, resolved, aircraft_level, cache_dir)
+    if crop_to_bbox:
+        raw = layouts.crop_to_bbox(raw, num_proc=num_proc)
+    return raw, resolved
+
+
+def load_raw_dataset(
+    name_or_path: str | None,
+    cache_dir=None,
+    dataset_format: str | None = None,
+    aircraft_level: str = "variant",
+    crop_to_bbox: bool = False,
+    num_proc: int | None = None,
+) -> datasets.DatasetDict:
+    """Load a dataset as a DatasetDict of raw (undecoded-on-disk) examples.
+
+    Args:
+        name_or_path: None or "synthetic" -> the embedded synthetic fine-grained dataset
+            (training.synthetic, generated once and cached); a ``save_to_disk`` directory (a bare Dataset
+            becomes ``{"train": ds}``); a CUB-200-2011, Stanford Cars or FGVC-Aircraft folder as downloaded
+            (training.layouts: train / test, and validation for Aircraft, from the dataset's split files;
+            image, label (ClassLabel with the class names), bbox); any other local directory is an image folder
+            (the "imagefolder" builder; labels from the class-folder names; split sub-folders train/,
+            validation/ (or val/, valid/, dev/), test/ become splits, otherwise all is "train"); otherwise a Hub id.
+        cache_dir: passed to ``load_dataset`` (the datasets cache), or where the synthetic dataset is kept.
+        dataset_format: None (detect) or a value of training.layouts.DATASET_FORMATS naming the folder's layout.
+        aircraft_level: FGVC-Aircraft's label level: "variant", "family" or "manufacturer".
+        crop_to_bbox: crop every image to its "bbox" box (training.layouts.crop_to_bbox).
+        num_proc: worker processes for the crop.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist, a known layout with files missing, or a Hub id that
+            cannot be loaded; the message names the path and the accepted forms or the missing files.
+        ValueError: a bad `dataset_format`, or `crop_to_bbox` on data without boxes.
+    """
+    return _load_raw(name_or_path, cache_dir, dataset_format, aircraft_level, crop_to_bbox, num_proc)[0]
 
 
 # --------------------------------------------------------------------------------------------- columns
@@ -347,16 +469,69 @@ class PreparedData:
     num_skipped: dict[str, int] = field(default_factory=dict)
     image_column: str = "image"
     label_column: str | None = "label"
+    #: How the data was read, for results files: {"dataset_format", "crop_to_bbox"[, "aircraft_level"]}.
+    source: dict = field(default_factory=dict)
+
+
+def _split_parts(split: str) -> list[str]:
+    """The splits a split expression names: "train" -> ["train"], "train+validation" -> ["train", "validation"]."""
+    return [part.strip() for part in split.split("+")]
+
+
+def select_split(raw: datasets.DatasetDict, split: str, name_or_path=None) -> datasets.Dataset:
+    """One split of `raw`, or several joined with "+" (e.g. "train+validation", FGVC-Aircraft's trainval).
+
+    Raises:
+        ValueError: a named split does not exist; the message lists the available splits.
+    """
+    parts = _split_parts(split)
+    for part in parts:
+        if part not in raw:
+            raise ValueError(f"Split {part!r} not found in {name_or_path!r}. Available splits: {list(raw)}.")
+    return raw[parts[0]] if len(parts) == 1 else datasets.concatenate_datasets([raw[part] for part in parts])
+
+
+#: Seed of the fixed per-class validation carve-out (`holdout_fraction`).
+HOLDOUT_SEED = 0
+
+
+def carve_holdout(ds: datasets.Dataset, label_column: str, fraction: float, seed: int = HOLDOUT_SEED):
+    """Split `ds` into (rest, holdout): `fraction` of every class (rounded, at least one image per class with two
+    or more), drawn with a fixed seed. The validation part of train on which knobs are chosen, so that the test
+    split is only ever scored (METHOD.md, evaluation protocol)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), e.g. 0.15; got {fraction}.")
+    labels = np.asarray(ds[label_column])
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n = int(round(fraction * len(members)))
+        n = min(max(n, 1), len(members) - 1) if len(members) > 1 else 0
+        held.extend(rng.permutation(members)[:n].tolist())
+    held_set = set(held)
+    rest = [i for i in range(len(ds)) if i not in held_set]
+    return ds.select(rest), ds.select(sorted(held))
 
 
 def _resolve_eval_split(raw: datasets.DatasetDict, train_split: str, eval_split: str | None) -> str | None:
-    """The eval split: the one asked for, else "test", else "validation", else none."""
+    """The eval split: the one asked for ("none": no eval split), else "test", else "validation", else none."""
     if eval_split is not None:
-        return eval_split
+        return None if eval_split.lower() == NO_EVAL_SPLIT else eval_split
     for candidate in ("test", "validation"):
-        if candidate in raw and candidate != train_split:
+        if candidate in raw and candidate not in _split_parts(train_split):
             return candidate
     return None
+
+
+def no_test_split_message(name_or_path, splits) -> str:
+    """The one-line error for data without a test split when evaluation is asked for, with the three fixes."""
+    return (
+        f"{name_or_path!r} has no test split (splits: {list(splits)}), so evaluation would have nothing to score "
+        f"and every image would be trained on. Give a folder with train/ and test/ sub-folders, a CUB-200-2011, "
+        f"Stanford Cars or FGVC-Aircraft folder as downloaded (detected, or --dataset_format cub|cars|aircraft), "
+        f"or pass --eval_split {NO_EVAL_SPLIT} to train without evaluation."
+    )
 
 
 def load_splits(
@@ -370,34 +545,67 @@ def load_splits(
     eval_split=None,
     num_proc=None,
     cache_dir=None,
+    dataset_format=None,
+    aircraft_level="variant",
+    crop_to_bbox=False,
+    require_eval=False,
+    holdout_fraction: float = 0.0,
 ) -> PreparedData:
     """Load, find columns, and decode the train split and the eval split (see the module docstring).
 
-    Raises:
-        ValueError: an unknown split name (the message lists the splits) or an unusable column.
-    """
-    raw = load_raw_dataset(name_or_path, cache_dir=cache_dir)
-    eval_split = _resolve_eval_split(raw, train_split, eval_split)
-    for split in (train_split, eval_split):
-        if split is not None and split not in raw:
-            raise ValueError(f"Split {split!r} not found in {name_or_path!r}. Available splits: {list(raw)}.")
+    `train_split` / `eval_split` may join splits with "+"; `eval_split` "none" means no eval split, None the
+    first of "test", "validation" that is not trained on. `dataset_format`, `aircraft_level`, `crop_to_bbox`:
+    see `load_raw_dataset`. With `require_eval`, labelled data without an eval split is an error instead of a
+    run that silently skips evaluation, unless `eval_split` is "none" (unlabelled data cannot be evaluated and
+    is not refused). With `holdout_fraction` > 0, a fixed per-class part of the train split (`carve_holdout`)
+    becomes the eval split and the rest is trained on; the dataset's own test split is not used at all (for
+    choosing knobs).
 
-    image_column, label_column = find_columns(raw[train_split], image_column, label_column)
-    label_feature = raw[train_split].features[label_column] if label_column else None
+    Raises:
+        ValueError: an unknown split name (the message lists the splits), a split both trained on and evaluated
+            on, no eval split under `require_eval` (the message names the fixes), or an unusable column.
+    """
+    raw, resolved_format = _load_raw(name_or_path, cache_dir, dataset_format, aircraft_level, crop_to_bbox, num_proc)
+    if holdout_fraction:
+        train_all = select_split(raw, train_split, name_or_path)
+        _, label_col = find_columns(train_all, image_column, label_column)
+        if label_col is None:
+            raise ValueError("holdout_fraction needs labels to carve a per-class validation part; the dataset has "
+                             "no label column (pass --label_column, or drop --holdout_fraction).")
+        rest, held = carve_holdout(train_all, label_col, holdout_fraction)
+        raw, train_split, eval_split = datasets.DatasetDict({"train": rest, "holdout": held}), "train", "holdout"
+    no_eval_asked = eval_split is not None and eval_split.lower() == NO_EVAL_SPLIT
+    eval_split = _resolve_eval_split(raw, train_split, eval_split)
+    train_raw = select_split(raw, train_split, name_or_path)
+    eval_raw = select_split(raw, eval_split, name_or_path) if eval_split is not None else None
+    shared = set(_split_parts(train_split)) & set(_split_parts(eval_split or ""))
+    if shared:
+        raise ValueError(
+            f"Split(s) {sorted(shared)} are in both --train_split {train_split!r} and --eval_split {eval_split!r}: "
+            f"their images would be trained on and then scored. Evaluate on a split that is not trained on."
+        )
+
+    image_column, label_column = find_columns(train_raw, image_column, label_column)
+    if require_eval and eval_raw is None and label_column is not None and not no_eval_asked:
+        raise ValueError(no_test_split_message(name_or_path, raw))
+    label_feature = train_raw.features[label_column] if label_column else None
     label_names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
 
     train, skipped_train = prepare_images(
-        raw[train_split], image_column, label_column, image_size, max_train_samples, num_proc
+        train_raw, image_column, label_column, image_size, max_train_samples, num_proc
     )
     num_skipped = {train_split: skipped_train}
     eval_ds = None
-    if eval_split is not None:
+    if eval_raw is not None:
         eval_ds, num_skipped[eval_split] = prepare_images(
-            raw[eval_split], image_column, label_column, image_size, max_eval_samples, num_proc
+            eval_raw, image_column, label_column, image_size, max_eval_samples, num_proc
         )
     for split, count in num_skipped.items():
         logger.info("Split %r: skipped %d unreadable image(s)", split, count)
-    return PreparedData(train, eval_ds, label_names, num_skipped, image_column, label_column)
+    source = {"dataset_format": resolved_format, "crop_to_bbox": bool(crop_to_bbox)}
+    if resolved_format == "aircraft":
+        source["aircraft_level"] = aircraft_level
+    return PreparedData(train, eval_ds, label_names, num_skipped, image_column, label_column, source)
 
 
 # --------------------------------------------------------------------------------------------- batching

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cli import ArgumentParser, UsageError, console_entry, usage_errors
+from .data import DatasetFormatArguments
 from .evaluation import (
     KNN_K,
     KNN_TEMPERATURE,
@@ -31,14 +32,15 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalArguments:
+class EvalArguments(DatasetFormatArguments):
     """Command-line arguments of fgssl-eval."""
 
     model_name_or_path: str = field(
         metadata={"help": "fgssl checkpoint folder, plain transformers backbone folder (ViT, ConvNeXt...) or Hub id."}
     )
     dataset_name: str = field(
-        metadata={"help": "Image folder (train/ and test/ of class folders), save_to_disk folder or Hub dataset id."}
+        metadata={"help": "Image folder (train/ and test/ of class folders), CUB-200-2011 / Stanford Cars / "
+                          "FGVC-Aircraft folder as downloaded, save_to_disk folder or Hub dataset id."}
     )
     protocols: str = field(default="retrieval,knn,linear", metadata={"help": "Comma-separated: retrieval,knn,linear."})
     output_dir: str | None = field(
@@ -101,6 +103,7 @@ def run_eval(args: EvalArguments) -> dict:
             args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
             max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
             train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
+            require_eval=True, **args.format_kwargs(),
         )
     results = evaluate_encoder(
         encoder, data, protocols, batch_size=args.batch_size, device=args.device, image_size=image_size,

@@ -308,6 +308,7 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
     lap("embed")
 
     results, settings = {}, {"protocols": list(protocols), "image_size": int(image_size), "seed": seed}
+    settings.update(getattr(data, "source", {}))  # how the data was read (layout, crop_to_bbox): part of the result
     if "retrieval" in protocols:
         scores = retrieval_metrics(test_x, test_y, ks=(1, 5), chunk_size=chunk_size)
         results.update({k: scores[k] for k in PROTOCOL_METRICS["retrieval"]})

@@ -26,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 
 from .augment import eval_transform, normalize_images
 from .cli import ArgumentParser, UsageError, console_entry, usage_errors
+from .data import DatasetFormatArguments
 from .metrics import load_metric
 
 logger = logging.getLogger(__name__)
@@ -223,11 +224,12 @@ def save_finetuned(model, output_dir) -> dict[str, str]:
 
 
 @dataclass
-class FinetuneArguments:
+class FinetuneArguments(DatasetFormatArguments):
     """fgssl-finetune arguments (the optimiser and schedule are transformers TrainingArguments)."""
 
     model_name_or_path: str = field(metadata={"help": "fgssl checkpoint, plain transformers backbone, or Hub id."})
-    dataset_name: str = field(metadata={"help": "Image folder, save_to_disk folder or Hub dataset id."})
+    dataset_name: str = field(metadata={"help": "Image folder, CUB-200-2011 / Stanford Cars / FGVC-Aircraft folder as "
+                                                "downloaded, save_to_disk folder or Hub dataset id."})
     method: str = field(default="lora", metadata={"help": "lora (adapters + head) or full (all weights)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
@@ -243,7 +245,9 @@ class FinetuneArguments:
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
     train_split: str = field(default="train", metadata={"help": "Training split."})
-    eval_split: str | None = field(default=None, metadata={"help": "Evaluation split (default: test, else validation)."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Evaluation split (default: test, else validation; none: no evaluation)."}
+    )
     num_proc: int | None = field(default=None, metadata={"help": "Processes decoding the images (first run only)."})
 
 
@@ -292,6 +296,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
             args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
             max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
             train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
+            require_eval=True, **args.format_kwargs(),
         )
     train, train_labels = data.train, split_labels(data.train)
     if args.few_shot_k:
@@ -316,7 +321,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
             "model_name_or_path": args.model_name_or_path, "dataset_name": args.dataset_name, "method": args.method,
             "few_shot_k": args.few_shot_k, "few_shot_seed": args.few_shot_seed, "image_size": image_size,
             "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
-            "max_steps": training_args.max_steps, "seed": training_args.seed,
+            "max_steps": training_args.max_steps, "seed": training_args.seed, **data.source,
         },
         "num_images": {"train": len(train), "eval": len(data.eval) if data.eval is not None else 0},
         "train_loss": train_output.training_loss,

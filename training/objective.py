@@ -1,6 +1,7 @@
 """The training objective of METHOD.md, as small pure functions (tensors in, tensors out).
 
-Read this file top to bottom beside /work/shared/METHOD.md, section "One training step":
+Read this file top to bottom beside METHOD.md (``../shared/METHOD.md`` in the development tree), section
+"One training step":
 
 =====  ==========================================  ==========================================
 step   what                                        here
@@ -9,7 +10,8 @@ step   what                                        here
 2      variance criterion, the set V               :class:`VarianceTracker`, :func:`variance_mask`
 3      Grad-CAM criterion, the sets G_i            :func:`gradcam_scores`, :func:`gradcam_mask`
 4      nuisance mask M                             :func:`nuisance_mask`
-5      perturbation h -> h'                        :func:`perturb_features`
+5      perturbation h -> h' (and A -> A')          :func:`noise_scale`, :func:`perturb_features`
+2-5    the whole chain, ONE function               :func:`nuisance_perturbation` (trainer and benchmarks)
 6      reconstruction loss L_R                     :func:`reconstruction_loss`
 7      synthesized-pair loss L_Cp (subset)         :func:`info_nce`, :func:`synth_subset`
 8      total loss, ramp of nu                      :func:`synth_loss_weight`
@@ -19,20 +21,27 @@ LCR    baseline: Grad-CAM map + KL term            :func:`gradcam_map`, :func:`l
 Shapes: B batch, C feature dimensions of ``h``, d projector output, K queue length,
 H x W spatial size of the feature map ``A``, S the decoder's output size.
 
-Nothing here imports ``modeling``: the trainer runs the networks and hands the tensors in.
+The networks are run by the trainer, which hands the tensors in; the only piece of ``modeling`` used here is
+:class:`VarianceTracker`, a declared submodule of the pre-training model (it is training state saved with it).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..modeling.modeling_fgssl import VarianceTracker
+
 NUISANCE_MASK_MODES = ("union", "intersection", "variance", "gradcam", "random")
 PERTURBATION_MODES = ("gaussian", "shuffle")
+#: METHOD.md step 5 [choice]: the gaussian noise of a dimension in its own running std, or in the mean one.
+NOISE_SCALES = ("per_dim", "global")
+#: METHOD.md step 6 [choice]: L_R's target, the view v1 itself or its crop and flip without photometric jitter.
+RECON_TARGETS = ("view", "geometric")
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,78 +135,6 @@ def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature:
 # --------------------------------------------------------------------------------------------
 # Step 2: variance criterion (running statistics of h, the set V)
 # --------------------------------------------------------------------------------------------
-
-
-class VarianceTracker(torch.nn.Module):
-    """Running (EMA) per-dimension mean and variance of the features ``h`` (METHOD.md step 2).
-
-    ``update(h)`` folds a batch in: ``stat = momentum * stat + (1 - momentum) * batch_stat``, where the
-    batch variance is the biased (population) variance of the batch; the first update initialises
-    the statistics from the batch. Under ``torch.distributed`` the batch sums, sums of squares and
-    counts are all-reduced before use, so every process holds the same statistics (the same set V).
-
-    The statistics are persistent buffers so they are saved in and restored from checkpoints.
-    """
-
-    def __init__(self, num_features: int, momentum: float = 0.99):
-        super().__init__()
-        if num_features < 1:
-            raise ValueError(f"num_features must be >= 1, got {num_features}.")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1) (weight of the old estimate), got {momentum}.")
-        self.num_features = int(num_features)
-        self.momentum = float(momentum)
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        # Ones before the first update, so that a perturbation scaled by std is still sensible.
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-    @property
-    def mean(self) -> Tensor:
-        """C, running mean of each feature dimension."""
-        return self.running_mean
-
-    @property
-    def var(self) -> Tensor:
-        """C, running variance of each feature dimension."""
-        return self.running_var
-
-    @property
-    def std(self) -> Tensor:
-        """C, running standard deviation (square root of :attr:`var`)."""
-        return self.running_var.clamp_min(0).sqrt()
-
-    @property
-    def initialized(self) -> bool:
-        """Whether at least one batch has been folded in."""
-        return bool(self.num_updates.item() > 0)
-
-    @torch.no_grad()
-    def update(self, h: Tensor) -> None:
-        """Fold the batch ``h`` (B x C) into the running statistics; no gradient flows."""
-        _check_matrix(h, "h")
-        if h.shape[1] != self.num_features:
-            raise ValueError(f"h has {h.shape[1]} feature dimensions, the tracker was built for {self.num_features}.")
-        # Accumulate in float64: var = E[h^2] - E[h]^2 loses precision in float32 / bf16. The sums stay
-        # on h's device, where the process group's backend (e.g. NCCL) can reduce them.
-        h = h.detach().to(torch.float64)
-        count = torch.full((1,), float(h.shape[0]), dtype=torch.float64, device=h.device)
-        stats = torch.cat([h.sum(dim=0), (h * h).sum(dim=0), count])  # 2C + 1
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats, op=dist.ReduceOp.SUM)  # every rank now sees the global batch
-        stats = stats.to(self.running_mean.device)
-        sums, squares, total = stats[: self.num_features], stats[self.num_features : -1], stats[-1]
-        if total.item() == 0:
-            return  # empty batch on every rank: nothing to learn from
-        batch_mean = sums / total
-        batch_var = (squares / total - batch_mean * batch_mean).clamp_min(0)
-        if self.initialized:
-            m = self.momentum
-            batch_mean = m * self.running_mean.double() + (1 - m) * batch_mean
-            batch_var = m * self.running_var.double() + (1 - m) * batch_var
-        self.running_mean.copy_(batch_mean)
-        self.running_var.copy_(batch_var)
-        self.num_updates += 1
 
 
 def variance_mask(var: Tensor, rho: float) -> Tensor:
@@ -339,6 +276,21 @@ def _derangement(n: int, generator: torch.Generator | None, device: torch.device
     return pi
 
 
+def noise_scale(std: Tensor, mode: str = "per_dim") -> Tensor:
+    """The scale ``s_c`` of the gaussian perturbation (METHOD.md step 5 [choice]), C.
+
+    ``per_dim``: the running std of each dimension. V holds the dimensions of lowest std, so under ``per_dim``
+    they get the smallest noise by construction. ``global``: the mean running std over all dimensions, so every
+    selected dimension gets noise of the data's typical size.
+    """
+    if mode not in NOISE_SCALES:
+        raise ValueError(f"Unknown noise scale {mode!r}; choose one of {', '.join(NOISE_SCALES)}.")
+    if std.dim() != 1:
+        raise ValueError(f"std must be a 1-D tensor of C standard deviations, got shape {tuple(std.shape)}.")
+    std = std.detach()
+    return std if mode == "per_dim" else std.mean().expand_as(std)
+
+
 def perturb_features(
     h: Tensor,
     mask: Tensor,
@@ -346,40 +298,107 @@ def perturb_features(
     sigma: float = 1.0,
     std: Tensor | None = None,
     generator: torch.Generator | None = None,
-) -> Tensor:
+    feature_map: Tensor | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Perturb the masked (nuisance) entries of a detached copy of ``h`` (METHOD.md step 5).
 
     Modes:
         ``gaussian``: ``h'_ic = h_ic + M_ic * sigma * std_c * eps_ic``, eps ~ N(0, 1); needs ``std``
-            (C, the running std, ``VarianceTracker.std``).
+            (C, the noise scale, :func:`noise_scale` of ``VarianceTracker.std``).
         ``shuffle``: ``h'_ic = h_{pi(i) c}`` where ``M_ic``, with pi a random permutation of the
             batch without fixed points (for B > 1): the nuisance values of another image.
+
+    With ``feature_map`` (``A``, B x C x H x W, whose spatial mean is ``h``), the same draw also perturbs the
+    channels of ``A``: ``gaussian`` adds the one shift of (i, c) at every position, ``shuffle`` takes the whole
+    map of channel c from image pi(i); so ``mean_xy(A') == h'``.
 
     Args:
         h: B x C features.
         mask: bool B x C nuisance mask (:func:`nuisance_mask`).
 
     Returns:
-        B x C perturbed features without gradient; unmasked entries equal ``h`` exactly.
+        ``h'`` (B x C, no gradient; unmasked entries equal ``h`` exactly), or ``(h', A')`` with ``feature_map``.
     """
     if mode not in PERTURBATION_MODES:
         raise ValueError(f"Unknown perturbation mode {mode!r}; choose one of {', '.join(PERTURBATION_MODES)}.")
     _check_matrix(h, "h")
     if mask.shape != h.shape:
         raise ValueError(f"mask must have the shape of h {tuple(h.shape)}, got {tuple(mask.shape)}.")
+    if feature_map is not None and (feature_map.dim() != 4 or feature_map.shape[:2] != h.shape):
+        raise ValueError(f"feature_map must be B x C x H x W with B x C = {tuple(h.shape)}, "
+                         f"got {tuple(feature_map.shape)}.")
     h = h.detach()
+    a = feature_map.detach() if feature_map is not None else None
     mask = mask.bool()
     if mode == "shuffle":
-        donor = h[_derangement(h.shape[0], generator, h.device)]
-        return torch.where(mask, donor, h)
-    if std is None:
-        raise ValueError("gaussian perturbation needs std (C): pass the running std, VarianceTracker.std.")
-    if std.shape != h.shape[1:]:
-        raise ValueError(f"std must have one entry per feature dimension (C = {h.shape[1]}), got {tuple(std.shape)}.")
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}.")
-    noise = sigma * std.detach().to(h) * _randn(tuple(h.shape), generator, h.device).to(h.dtype)
-    return torch.where(mask, h + noise, h)
+        pi = _derangement(h.shape[0], generator, h.device)
+        h_new = torch.where(mask, h[pi], h)
+        a_new = torch.where(mask[:, :, None, None], a[pi], a) if a is not None else None
+    else:
+        if std is None:
+            raise ValueError("gaussian perturbation needs std (C): pass the noise scale, noise_scale(tracker.std).")
+        if std.shape != h.shape[1:]:
+            raise ValueError(f"std must have one entry per feature dimension (C = {h.shape[1]}), "
+                             f"got {tuple(std.shape)}.")
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}.")
+        eps = _randn(tuple(h.shape), generator, h.device).to(h.dtype)
+        shift = torch.where(mask, sigma * std.detach().to(h) * eps, torch.zeros_like(h))
+        h_new = h + shift
+        a_new = a + shift.to(a.dtype)[:, :, None, None] if a is not None else None
+    return h_new if a is None else (h_new, a_new)
+
+
+@dataclass
+class Perturbation:
+    """Steps 2-5 of one training step: the criteria, the mask, and the perturbed features."""
+
+    variance_mask: Tensor  # bool C, the set V
+    gradcam_scores: Tensor  # B x C, s_ic
+    gradcam_mask: Tensor  # bool B x C, the sets G_i
+    mask: Tensor  # bool B x C, M
+    features: Tensor  # B x C, h'
+    feature_map: Tensor | None  # B x C x H x W, A' (when a map was given)
+
+
+def nuisance_perturbation(
+    loss: Tensor,
+    h: Tensor,
+    tracker: VarianceTracker,
+    *,
+    rho_variance: float,
+    rho_gradcam: float,
+    mask_mode: str = "union",
+    perturbation: str = "gaussian",
+    sigma: float = 1.0,
+    scale: str = "per_dim",
+    feature_map: Tensor | None = None,
+    update_statistics: bool = True,
+    generator: torch.Generator | None = None,
+) -> Perturbation:
+    """METHOD.md steps 2-5 in one call, the only place they are composed (trainer and benchmarks call this).
+
+    2. fold ``h`` into the running statistics (all-reduced across processes) and take V, the ``rho_variance``
+       fraction of lowest-variance dims; 3. the Grad-CAM scores of the SSL ``loss`` (through the projector only)
+       and G_i, the ``rho_gradcam`` fraction of lowest-scored dims per sample; 4. the mask M (``mask_mode``);
+       5. perturb a detached copy of ``h`` (and of ``feature_map``, the same draw) where M.
+
+    Args:
+        loss: scalar SSL loss L_C computed from ``h``.
+        h: B x C features inside the autograd graph of ``loss``.
+        tracker: the model's :class:`VarianceTracker`.
+        update_statistics: False to read the statistics without folding this batch in (analysis code).
+    """
+    if update_statistics:
+        tracker.update(h.detach())
+    var_mask = variance_mask(tracker.var, rho_variance)
+    scores = gradcam_scores(loss, h)
+    grad_mask = gradcam_mask(scores, rho_gradcam)
+    mask = nuisance_mask(var_mask, grad_mask, mask_mode, generator=generator)
+    perturbed = perturb_features(h, mask, perturbation, sigma, std=noise_scale(tracker.std, scale),
+                                 generator=generator, feature_map=feature_map)
+    h_new, a_new = perturbed if feature_map is not None else (perturbed, None)
+    return Perturbation(var_mask, scores, grad_mask, mask, h_new, a_new)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from . import runinfo
 from .cli import ArgumentParser, UsageError, closest, console_entry, usage_errors
-from .data import collate_uint8, load_splits
+from .data import DatasetFormatArguments, collate_uint8, load_splits
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
 logger = logging.getLogger("fgssl.pretrain")
@@ -40,6 +40,8 @@ def _backbone_presets() -> dict:
     return {
         # CPU-sized backbones for the demo, tests and the cub100 CPU benchmark.
         "convnext-tiny-cpu": lambda s: ConvNextConfig(hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 2, 1]),
+        # Total stride 16 (three stages): a 4 x 4 final map at 64 px, room for Grad-CAM maps and map decoding.
+        "convnext-s16-cpu": lambda s: ConvNextConfig(num_stages=3, hidden_sizes=[32, 64, 256], depths=[1, 1, 3]),
         "vit-tiny-cpu": lambda s: ViTConfig(hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
                                             intermediate_size=768, image_size=s, patch_size=8),
         "resnet-tiny-cpu": lambda s: ResNetConfig(layer_type="basic", embedding_size=32, depths=[1, 1, 1, 1],
@@ -51,42 +53,76 @@ def _backbone_presets() -> dict:
     }
 
 
+def _config_default(name: str, what: str = "") -> str:
+    """Help text that names FGSSLConfig's default (the one source of model defaults)."""
+    from ..modeling.configuration_fgssl import FGSSLConfig
+
+    default = getattr(FGSSLConfig, name)
+    default = list(default) if isinstance(default, tuple) else default
+    return f"{what + '; ' if what else ''}default: FGSSLConfig's ({default})."
+
+
+#: Model knobs passed to FGSSLConfig when given (None: the config's default).
+CONFIG_FIELDS = ("projector_hidden_size", "projector_dim", "momentum", "queue_size", "variance_momentum",
+                 "decoder_input", "decoder_base_size", "decoder_block_out_channels", "decoder_layers_per_block",
+                 "screening_channels")
+
+
 @dataclass
 class ModelArguments:
     backbone: str = field(
         default="convnext-tiny-cpu",
-        metadata={"help": "A preset (convnext-tiny-cpu, vit-tiny-cpu, resnet-tiny-cpu, vit-s16, convnext-t; random "
+        metadata={"help": "A preset (convnext-tiny-cpu, convnext-s16-cpu, vit-tiny-cpu, resnet-tiny-cpu, vit-s16, convnext-t; random "
                           "init) or a local folder / Hub id of a transformers vision backbone to start from."},
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "An fgssl checkpoint to continue pre-training from (weights only)."}
     )
     image_size: int = field(default=64, metadata={"help": "Training resolution (images are cached at this size)."})
-    projector_hidden_size: int = field(default=512)
-    projector_dim: int = field(default=128)
-    momentum: float = field(default=0.99, metadata={"help": "EMA momentum of the key encoder."})
-    queue_size: int = field(default=0, metadata={"help": "MoCo queue length K; 0 = in-batch negatives."})
-    decoder_base_size: int = field(default=4)
-    decoder_block_out_channels: list[int] = field(
-        default_factory=lambda: [32, 16, 8],
-        metadata={"help": "Decoder blocks; S = decoder_base_size * 2**(n-1). [32, 16, 8] (S=16) keeps the decoder "
-                          "under 15 percent of a moco step on CPU (benchmarks/results/step_cost_*)."},
+    # Model knobs left at None take FGSSLConfig's default: the config class is the one source of defaults.
+    projector_hidden_size: int | None = field(default=None, metadata={"help": _config_default("projector_hidden_size")})
+    projector_dim: int | None = field(default=None, metadata={"help": _config_default("projector_dim")})
+    momentum: float | None = field(default=None, metadata={"help": _config_default("momentum", "EMA of the key encoder")})
+    queue_size: int | None = field(
+        default=None, metadata={"help": _config_default("queue_size", "MoCo queue length K; 0 = in-batch negatives")}
     )
-    decoder_layers_per_block: int = field(default=1)
-    screening_channels: int = field(default=4, metadata={"help": "LCR screening channels."})
+    variance_momentum: float | None = field(
+        default=None, metadata={"help": _config_default("variance_momentum", "EMA of the running feature statistics")}
+    )
+    decoder_input: str | None = field(
+        default=None, metadata={"help": _config_default("decoder_input", "pooled (h) or feature_map (A)")}
+    )
+    decoder_base_size: int | None = field(
+        default=None, metadata={"help": _config_default("decoder_base_size", "pooled only; feature_map: the map side")}
+    )
+    decoder_block_out_channels: list[int] | None = field(
+        default=None,
+        metadata={"help": _config_default("decoder_block_out_channels", "S = base * 2**(blocks - 1)")},
+    )
+    decoder_layers_per_block: int | None = field(default=None, metadata={"help": _config_default("decoder_layers_per_block")})
+    screening_channels: int | None = field(default=None, metadata={"help": _config_default("screening_channels", "LCR")})
 
 
 @dataclass
-class DataArguments:
+class DataArguments(DatasetFormatArguments):
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub id, local image-folder dir or save_to_disk dir; default: the embedded synthetic "
-                          "fine-grained dataset."},
+        metadata={"help": "Hub id, local image-folder dir, CUB-200-2011 / Stanford Cars / FGVC-Aircraft folder as "
+                          "downloaded, or save_to_disk dir; default: the embedded synthetic fine-grained dataset."},
     )
     image_column: str | None = field(default=None)
     label_column: str | None = field(default=None, metadata={"help": "Labels are not used for training."})
     train_split: str = field(default="train")
-    eval_split: str | None = field(default=None, metadata={"help": "Labelled split for the final evaluation."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Labelled split for the final evaluation (default: test, else validation; "
+                                        "none: no evaluation)."}
+    )
+    holdout_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Carve this fraction of every class out of the train split (fixed seed), train on the "
+                          "rest and evaluate on it instead of the test split: for choosing knobs without the test "
+                          "split (e.g. 0.15)."},
+    )
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     run_evaluation: bool = field(
@@ -148,18 +184,8 @@ def build_model(model_args: ModelArguments, method: str):
     from .. import modeling  # noqa: F401  (registers the Auto classes)
     from ..modeling import FGSSLConfig, FGSSLForPreTraining
 
-    config_kwargs = dict(
-        projector_hidden_size=model_args.projector_hidden_size,
-        projector_dim=model_args.projector_dim,
-        momentum=model_args.momentum,
-        queue_size=model_args.queue_size,
-        decoder_base_size=model_args.decoder_base_size,
-        decoder_block_out_channels=list(model_args.decoder_block_out_channels),
-        decoder_layers_per_block=model_args.decoder_layers_per_block,
-        screening_channels=model_args.screening_channels,
-        image_size=model_args.image_size,
-        **method_config_kwargs(method),
-    )
+    config_kwargs = {name: getattr(model_args, name) for name in CONFIG_FIELDS if getattr(model_args, name) is not None}
+    config_kwargs.update(image_size=model_args.image_size, **method_config_kwargs(method))
     if model_args.model_name_or_path:
         return FGSSLForPreTraining.from_pretrained(model_args.model_name_or_path, **config_kwargs)
     presets = _backbone_presets()
@@ -188,16 +214,36 @@ def check_push_possible(training_args) -> None:
     check_hub_access(training_args.hub_token)
 
 
+def _checkpoint_config(model_args: ModelArguments):
+    """The FGSSLConfig of --model_name_or_path, or None (none given, or unreadable: build_model reports that)."""
+    if not model_args.model_name_or_path:
+        return None
+    try:
+        from .. import modeling  # noqa: F401  (registers FGSSLConfig with AutoConfig)
+        from ..modeling import FGSSLConfig
+
+        return FGSSLConfig.from_pretrained(model_args.model_name_or_path)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def effective_queue_size(model_args: ModelArguments) -> int:
+    """--queue_size, else the checkpoint's, else FGSSLConfig's default (0: in-batch negatives)."""
+    from ..modeling.configuration_fgssl import FGSSLConfig
+
+    if model_args.queue_size is not None:
+        return model_args.queue_size
+    checkpoint = _checkpoint_config(model_args)
+    return (checkpoint or FGSSLConfig).queue_size
+
+
 def backbone_config_for(model_args: ModelArguments):
     """The backbone config the run would build (preset, fgssl checkpoint or backbone folder), or None when it
     cannot be read without building the model (then `build_model` reports the problem)."""
     presets = _backbone_presets()
     try:
         if model_args.model_name_or_path:
-            from .. import modeling  # noqa: F401  (registers FGSSLConfig with AutoConfig)
-            from ..modeling import FGSSLConfig
-
-            return FGSSLConfig.from_pretrained(model_args.model_name_or_path).backbone_config
+            return _checkpoint_config(model_args).backbone_config
         if model_args.backbone in presets:
             return presets[model_args.backbone](model_args.image_size)
         from transformers import AutoConfig
@@ -237,7 +283,7 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
     batch = training_args.per_device_train_batch_size
     if batch < 1:
         raise UsageError(f"--per_device_train_batch_size must be >= 1, got {batch}.")
-    if model_args.queue_size == 0 and batch < 2:
+    if effective_queue_size(model_args) == 0 and batch < 2:
         raise UsageError(
             f"--per_device_train_batch_size {batch} with in-batch negatives (--queue_size 0): an image has no other "
             "image in its batch to be told apart from, so the contrastive loss is 0 at every step. Use "
@@ -306,6 +352,9 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
             max_eval_samples=data_args.max_eval_samples,
             train_split=data_args.train_split,
             eval_split=data_args.eval_split,
+            require_eval=data_args.run_evaluation,
+            holdout_fraction=data_args.holdout_fraction,
+            **data_args.format_kwargs(),
         )
     if len(data.train) < training_args.per_device_train_batch_size * max(1, training_args.world_size):
         raise UsageError(
@@ -389,6 +438,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
     training_config = dict(
         method=objective_args.method,
         dataset=data_args.dataset_name or "embedded-synthetic",
+        data=data.source,
         seed=trainer.args.seed,
         epochs=trainer.args.num_train_epochs,
         max_steps=trainer.state.max_steps,

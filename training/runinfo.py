@@ -142,6 +142,8 @@ def run_fingerprint(model_args, data_args, training_args, objective_args) -> dic
         "dataset": dataset_identity(data_args.dataset_name),
         "train_split": data_args.train_split,
         "max_train_samples": data_args.max_train_samples,
+        **({"dataset_format": data_args.format_kwargs()} if hasattr(data_args, "format_kwargs") else {}),
+        "holdout_fraction": getattr(data_args, "holdout_fraction", 0.0),
         "method": objective.pop("method"),
         "backbone": model.pop("backbone"),
         "image_size": model.pop("image_size"),

@@ -34,8 +34,17 @@ class ObjectiveArguments:
         default="union", metadata={"help": f"Nuisance mask: one of {obj.NUISANCE_MASK_MODES}."}
     )
     perturbation: str = field(default="gaussian", metadata={"help": f"One of {obj.PERTURBATION_MODES}."})
-    sigma: float = field(default=1.0, metadata={"help": "Gaussian perturbation scale, in running std units."})
-    variance_momentum: float = field(default=0.99, metadata={"help": "EMA momentum of the running variance."})
+    sigma: float = field(default=1.0, metadata={"help": "Gaussian perturbation scale, in units of the noise scale."})
+    noise_scale: str = field(
+        default="global",
+        metadata={"help": f"Gaussian noise unit, one of {obj.NOISE_SCALES}: per_dim = each dim's running std; "
+                          "global = the mean running std (a selected dim gets noise of the data's typical size)."},
+    )
+    recon_target: str = field(
+        default="geometric",
+        metadata={"help": f"Target of L_R, one of {obj.RECON_TARGETS}: view = v1; geometric = v1's crop and flip "
+                          "without colour jitter, grayscale or blur."},
+    )
     alpha: float = field(default=1.0, metadata={"help": "Weight of the reconstruction loss L_R."})
     recon_encoder_weight: float = field(
         default=0.1,
@@ -60,6 +69,10 @@ class ObjectiveArguments:
             raise ValueError(f"mask_mode must be one of {obj.NUISANCE_MASK_MODES}, got {self.mask_mode!r}.")
         if self.perturbation not in obj.PERTURBATION_MODES:
             raise ValueError(f"perturbation must be one of {obj.PERTURBATION_MODES}, got {self.perturbation!r}.")
+        if self.noise_scale not in obj.NOISE_SCALES:
+            raise ValueError(f"noise_scale must be one of {obj.NOISE_SCALES}, got {self.noise_scale!r}.")
+        if self.recon_target not in obj.RECON_TARGETS:
+            raise ValueError(f"recon_target must be one of {obj.RECON_TARGETS}, got {self.recon_target!r}.")
         for name in ("rho_variance", "rho_gradcam", "synth_fraction", "recon_encoder_weight", "color_jitter_p",
                      "grayscale_p", "blur_p"):
             value = getattr(self, name)
@@ -75,8 +88,6 @@ class ObjectiveArguments:
         for name in ("synth_warmup_steps", "synth_ramp_steps", "picture_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if not 0.0 <= self.variance_momentum < 1.0:
-            raise ValueError(f"variance_momentum must be in [0, 1), got {self.variance_momentum}.")
 
     def augmentation(self, image_size: int) -> TwoViewAugment:
         j = self.color_jitter
@@ -116,10 +127,6 @@ class FGSSLTrainer(Trainer):
             raise ValueError(f"method={oa.method!r} trains no decoder: build the model with use_decoder=False.")
         if (oa.method == "lcr") != (config.pooling == "screening"):
             raise ValueError("method='lcr' goes with pooling='screening', and only it.")
-        # The running feature statistics are training state: as a submodule they are checkpointed and resumed
-        # with the model, and DDP keeps them identical across ranks.
-        if not hasattr(model, "variance_tracker"):
-            model.variance_tracker = obj.VarianceTracker(config.hidden_size, oa.variance_momentum)
         if args is not None:
             # The objective touches every trainable parameter in every step; DDP's unused-parameter search would
             # miss those used after the wrapped forward (projector on synthesized images, decoder).
@@ -146,7 +153,9 @@ class FGSSLTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         oa = self.objective_args
         core = self.accelerator.unwrap_model(model)
-        v1, v2 = self.augment(inputs["pixel_values"])
+        geometric = oa.method == "fgssl" and oa.recon_target == "geometric"
+        v1, v2, *rest = self.augment(inputs["pixel_values"], return_geometric=geometric)
+        recon_target = rest[0] if geometric else v1
 
         # 1. SSL loss. The online pass goes through the (possibly DDP-wrapped) model so gradients synchronise.
         out = model(pixel_values=v1)
@@ -167,7 +176,8 @@ class FGSSLTrainer(Trainer):
             if want_pictures:
                 self._keep_pictures(v1, cam=cam)
         elif oa.method == "fgssl":
-            loss, fgssl_terms = self._synthesized_pair_terms(core, loss_ssl, v1, h, out.feature_map, want_pictures)
+            loss, fgssl_terms = self._synthesized_pair_terms(core, loss_ssl, v1, recon_target, h, out.feature_map,
+                                                             want_pictures)
             terms.update(fgssl_terms)
         elif want_pictures:
             self._keep_pictures(v1, cam=obj.gradcam_map(loss_ssl, out.feature_map))
@@ -175,30 +185,27 @@ class FGSSLTrainer(Trainer):
         self._accumulate_terms(terms)
         return (loss, out) if return_outputs else loss
 
-    def _synthesized_pair_terms(self, core, loss_ssl, v1, h, feature_map, want_pictures):
+    def _synthesized_pair_terms(self, core, loss_ssl, v1, recon_target, h, feature_map, want_pictures):
         oa = self.objective_args
-        tracker = core.variance_tracker
-        # 2. Variance criterion: running statistics over the stream (all-reduced across processes).
-        tracker.update(h.detach())
-        var_mask = obj.variance_mask(tracker.var, oa.rho_variance)
-        # 3. Grad-CAM criterion from the SSL loss, through the projector only.
-        scores = obj.gradcam_scores(loss_ssl, h)
-        grad_mask = obj.gradcam_mask(scores, oa.rho_gradcam)
-        # 4. Mask and 5. perturbation of a detached copy of h.
-        mask = obj.nuisance_mask(var_mask, grad_mask, oa.mask_mode)
-        h_perturbed = obj.perturb_features(h.detach(), mask, oa.perturbation, oa.sigma, std=tracker.std)
+        by_map = core.config.decoder_input == "feature_map"
+        # 2-5. Variance and Grad-CAM criteria, mask, perturbation of detached copies of h (and A).
+        pert = obj.nuisance_perturbation(
+            loss_ssl, h, core.variance_tracker, rho_variance=oa.rho_variance, rho_gradcam=oa.rho_gradcam,
+            mask_mode=oa.mask_mode, perturbation=oa.perturbation, sigma=oa.sigma, scale=oa.noise_scale,
+            feature_map=feature_map if by_map else None,
+        )
         # 6. Synthesis and reconstruction loss; L_R reaches the encoder with a small weight.
-        recon = core.decode(scale_grad(h, oa.recon_encoder_weight))
-        loss_recon = obj.reconstruction_loss(recon, v1)
+        recon = core.decode(scale_grad(feature_map if by_map else h, oa.recon_encoder_weight))
+        loss_recon = obj.reconstruction_loss(recon, recon_target)
         loss = loss_ssl + oa.alpha * loss_recon
         # 7. Synthesized-pair loss on (a fraction of) the batch, once the decoder has warmed up.
         weight = obj.synth_loss_weight(self.state.global_step, oa.nu, oa.synth_warmup_steps, oa.synth_ramp_steps)
         terms = {"loss_recon": loss_recon.detach(), "synth_weight": weight}
         if weight > 0 or want_pictures:
             idx = obj.synth_subset(h.shape[0], oa.synth_fraction).to(h.device)
-            with torch.no_grad():
+            with torch.no_grad():  # the synthesized images are inputs: L_Cp trains the encoder, not the decoder
                 x_hat = recon[idx].detach()
-                x_hat_perturbed = core.decode(h_perturbed[idx])
+                x_hat_perturbed = core.decode((pert.feature_map if by_map else pert.features)[idx])
             if weight > 0:
                 q_synth = core.project(core.encode(self._to_input_size(x_hat_perturbed)).pooler_output)
                 k_synth = core.momentum_encode(self._to_input_size(x_hat))
@@ -209,8 +216,9 @@ class FGSSLTrainer(Trainer):
             if want_pictures:
                 self._keep_pictures(v1[idx], recon=x_hat, perturbed=x_hat_perturbed,
                                     cam=obj.gradcam_map(loss_ssl, feature_map)[idx])
+        mask = pert.mask
         terms["frac_perturbed"] = mask.float().mean()
-        var = tracker.var.unsqueeze(0).expand_as(mask)
+        var = core.variance_tracker.var.unsqueeze(0).expand_as(mask)
         if mask.any():
             terms["var_perturbed"] = var[mask].mean()
         if (~mask).any():
