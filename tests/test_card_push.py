@@ -121,10 +121,11 @@ def test_push_without_token_fails_fast_and_touches_nothing(model_dir, monkeypatc
         push.push_to_hub(model_dir, "someone/fgssl-tiny")
     with pytest.raises(push.HubPushError, match="hf auth login"):
         push.check_hub_access()
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(push.HubPushError):
         push.main([str(model_dir), "someone/fgssl-tiny"])
-    assert exit_info.value.code == 1
-    assert "No Hugging Face token found" in capsys.readouterr().err
+    assert push.cli([str(model_dir), "someone/fgssl-tiny"]) == 1  # the console script: one line, status 1
+    err = capsys.readouterr().err
+    assert "No Hugging Face token found" in err and len(err.strip().splitlines()) == 1
     assert hub_calls == [] and sorted(p.name for p in model_dir.iterdir()) == before
 
 

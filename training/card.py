@@ -267,6 +267,6 @@ def write_model_card(model_dir, **kwargs) -> Path:
         shutil.copy2(pairs_image, target)
         kwargs["pairs_image"] = target
     card = render_model_card(model_dir, **kwargs)
-    path = model_dir / "README.md"
-    card.save(path)
-    return path
+    from .runinfo import atomic_write_text
+
+    return atomic_write_text(model_dir / "README.md", str(card))

@@ -10,11 +10,11 @@ O/eval_results.json and O/eval_results.md. The work is done by training.evaluati
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
+from .cli import ArgumentParser, UsageError, console_entry, usage_errors
 from .data import DatasetFormatArguments
 from .evaluation import (
     KNN_K,
@@ -73,19 +73,38 @@ def default_output_dir(model_name_or_path: str) -> Path:
     return path / "eval" if path.is_dir() else Path("eval") / model_name_or_path.replace("/", "__")
 
 
+def validate_args(args: EvalArguments) -> None:
+    """Refuse values that cannot work, before loading anything (UsageError naming the option and the fix)."""
+    for name in ("max_train_samples", "max_eval_samples", "image_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be >= 1 when given, got {value} (leave it out for the default).")
+    for name in ("batch_size", "knn_k", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if not args.knn_temperature > 0:
+        raise UsageError(f"--knn_temperature must be > 0, got {args.knn_temperature} (the protocol uses 0.07).")
+    if not 0 < args.linear_val_fraction < 1:
+        raise UsageError(f"--linear_val_fraction must be in (0, 1), got {args.linear_val_fraction}.")
+
+
 def run_eval(args: EvalArguments) -> dict:
     """Load the encoder and the data, run the protocols, write the results; returns the results dict."""
     from .data import load_splits
 
-    protocols = parse_protocols(args.protocols)
-    encoder = load_encoder(args.model_name_or_path)
+    validate_args(args)
+    with usage_errors(ValueError):
+        protocols = parse_protocols(args.protocols)
+    with usage_errors(ValueError, OSError):
+        encoder = load_encoder(args.model_name_or_path)
     image_size = args.image_size or default_image_size(encoder.config)
-    data = load_splits(
-        args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-        train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
-        require_eval=True, **args.format_kwargs(),
-    )
+    with usage_errors(ValueError):
+        data = load_splits(
+            args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
+            max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+            train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
+            require_eval=True, **args.format_kwargs(),
+        )
     results = evaluate_encoder(
         encoder, data, protocols, batch_size=args.batch_size, device=args.device, image_size=image_size,
         knn_k=args.knn_k, knn_temperature=args.knn_temperature, linear_val_fraction=args.linear_val_fraction,
@@ -102,10 +121,16 @@ def run_eval(args: EvalArguments) -> dict:
     return results
 
 
+def build_parser() -> ArgumentParser:
+    return ArgumentParser(EvalArguments, prog="fgssl-eval",
+                          description="Retrieval, kNN and linear-probe evaluation of a frozen encoder.")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Entry point of fgssl-eval; `argv` (without the program name) defaults to sys.argv[1:]."""
+    """fgssl-eval as a library call (returns the results); `argv` (without the program name) defaults to
+    sys.argv[1:]. The console script is `cli`, which returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=argv)
+    (args,) = build_parser().parse(sys.argv[1:] if argv is None else argv)
     results = run_eval(args)
     for key in metric_keys(results):
         print(f"{key}: {results[key]}")
@@ -113,5 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+cli = console_entry(main, "fgssl-eval")
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

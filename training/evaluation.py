@@ -15,7 +15,6 @@ repository's `evaluate` modules (training/metrics), loaded by path, offline. Sim
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -374,6 +373,8 @@ def write_results(results: dict, output_dir) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / RESULTS_JSON, output_dir / RESULTS_MD
-    json_path.write_text(json.dumps(json_safe(results), indent=2) + "\n")
-    md_path.write_text(results_markdown(results))
+    from .runinfo import atomic_write_json, atomic_write_text
+
+    atomic_write_json(json_path, json_safe(results))
+    atomic_write_text(md_path, results_markdown(results))
     return json_path, md_path

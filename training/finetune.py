@@ -14,17 +14,18 @@ O/finetune_results.json with the test accuracy (the repository's `accuracy` eval
 
 from __future__ import annotations
 
-import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from kornia import augmentation as K
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from .augment import eval_transform, normalize_images
+from .cli import ArgumentParser, UsageError, console_entry, usage_errors
 from .data import DatasetFormatArguments
 from .metrics import load_metric
 
@@ -250,13 +251,32 @@ class FinetuneArguments(DatasetFormatArguments):
     num_proc: int | None = field(default=None, metadata={"help": "Processes decoding the images (first run only)."})
 
 
+def validate_args(args: FinetuneArguments, training_args: TrainingArguments) -> None:
+    """Refuse values that cannot work, before loading anything (UsageError naming the option and the fix)."""
+    if args.method not in FINETUNE_METHODS:
+        raise UsageError(f"--method must be one of {FINETUNE_METHODS}, got {args.method!r}.")
+    for name in ("few_shot_k", "max_train_samples", "max_eval_samples", "image_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be >= 1 when given, got {value} (leave it out for the default).")
+    if args.lora_r < 1:
+        raise UsageError(f"--lora_r must be >= 1, got {args.lora_r}.")
+    if training_args.per_device_train_batch_size < 1:
+        raise UsageError("--per_device_train_batch_size must be >= 1, got "
+                         f"{training_args.per_device_train_batch_size}.")
+    if not training_args.learning_rate > 0:
+        raise UsageError(f"--learning_rate must be > 0, got {training_args.learning_rate}.")
+    if training_args.gradient_accumulation_steps < 1:
+        raise UsageError(f"--gradient_accumulation_steps must be >= 1 (1 = no accumulation), got "
+                         f"{training_args.gradient_accumulation_steps}.")
+
+
 def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> dict:
     """Load data and model, train with Trainer, evaluate, save; returns the results written to finetune_results.json."""
     from .data import load_splits
     from .evaluation import default_image_size
 
-    if args.method not in FINETUNE_METHODS:
-        raise ValueError(f"--method must be one of {FINETUNE_METHODS}, got {args.method!r}.")
+    validate_args(args, training_args)
     push_repo = None
     if training_args.push_to_hub:
         from .push import check_hub_access
@@ -269,22 +289,25 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
 
     from .. import modeling  # noqa: F401  (lets AutoConfig read fgssl configs)
 
-    image_size = args.image_size or default_image_size(AutoConfig.from_pretrained(args.model_name_or_path))
-    data = load_splits(
-        args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-        train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
-        require_eval=True, **args.format_kwargs(),
-    )
+    with usage_errors(ValueError, OSError):
+        image_size = args.image_size or default_image_size(AutoConfig.from_pretrained(args.model_name_or_path))
+    with usage_errors(ValueError):
+        data = load_splits(
+            args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
+            max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+            train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
+            require_eval=True, **args.format_kwargs(),
+        )
     train, train_labels = data.train, split_labels(data.train)
     if args.few_shot_k:
         train = train.select(few_shot_indices(train_labels, args.few_shot_k, args.few_shot_seed))
     num_labels = len(data.label_names) if data.label_names else int(train_labels.max()) + 1
     id2label = dict(enumerate(data.label_names)) if data.label_names else None
-    model = build_classifier(args.model_name_or_path, num_labels, id2label)
-    if args.method == "lora":
-        targets = args.lora_target_modules.split(",") if args.lora_target_modules else None
-        model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, targets)
+    with usage_errors(ValueError):
+        model = build_classifier(args.model_name_or_path, num_labels, id2label)
+        if args.method == "lora":
+            targets = args.lora_target_modules.split(",") if args.lora_target_modules else None
+            model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, targets)
     if training_args.load_best_model_at_end:
         logger.warning("load_best_model_at_end selects a checkpoint on the eval split; use a validation split for "
                        "that (--eval_split), never the test split.")
@@ -304,8 +327,9 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
         "train_loss": train_output.training_loss,
         "saved": paths,
     }
-    Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(training_args.output_dir) / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
+    from .runinfo import atomic_write_json
+
+    atomic_write_json(Path(training_args.output_dir) / RESULTS_JSON, results)
     if push_repo is not None:
         from .push import push_to_hub
 
@@ -315,19 +339,27 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
     return results
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Entry point of fgssl-finetune; `argv` (without the program name) defaults to sys.argv[1:]."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser((FinetuneArguments, TrainingArguments), prog="fgssl-finetune",
+                            description="Fine-grained classification fine-tuning (LoRA or full) of an encoder.")
     # Defaults suited to a frozen-ish backbone plus a new head; every one can be overridden on the command line.
     parser.set_defaults(learning_rate=5e-4, num_train_epochs=20, per_device_train_batch_size=32, eval_strategy="epoch",
                         save_strategy="epoch", save_total_limit=1, logging_steps=10, report_to="none")
-    args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """fgssl-finetune as a library call (returns the results); `argv` (without the program name) defaults to
+    sys.argv[1:]. The console script is `cli`, which returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args, training_args = build_parser().parse(sys.argv[1:] if argv is None else argv)
     results = run_finetune(args, training_args)
     print(f"accuracy: {results['accuracy']}")
     print(f"Saved {results['saved']} and {Path(training_args.output_dir) / RESULTS_JSON}")
     return results
 
 
+cli = console_entry(main, "fgssl-finetune")
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

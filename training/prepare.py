@@ -13,23 +13,22 @@ Pushing checks the token and the network before reading any image, and leaves no
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import datasets
 
+from .cli import SimpleArgumentParser, console_entry
 from .data import load_raw_dataset
 from .layouts import AIRCRAFT_LEVELS, DATASET_FORMATS
 from .push import HubPushError, _network_error_types, check_hub_access
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> SimpleArgumentParser:
+    parser = SimpleArgumentParser(
         prog="fgssl-prepare",
         description="Convert a CUB-200-2011, Stanford Cars or FGVC-Aircraft folder (as downloaded), an image folder "
                     "or a save_to_disk folder into a datasets save_to_disk folder, or push it as a Hub dataset.",
-        allow_abbrev=False,
     )
     parser.add_argument("source", help="The dataset folder to convert.")
     parser.add_argument("destination", help="A new folder for save_to_disk, or with --push_to_hub a Hub dataset id "
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
 
     Returns None: the console script passes the return value to sys.exit, where anything else is a failure.
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)  # bad flags: UsageError
     try:
         token = check_hub_access(args.token, check_network=True) if args.push_to_hub else None
         raw = load_source(args.source, args.dataset_format, args.aircraft_level, args.crop_to_bbox, args.cache_dir,
@@ -111,5 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Prepared {args.source}: {_summary(raw)}.\nWrote {where}; load it with --dataset_name {args.destination}")
 
 
+cli = console_entry(main, "fgssl-prepare")
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

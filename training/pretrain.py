@@ -2,15 +2,16 @@
 
     fgssl-pretrain                                    # embedded synthetic default, CPU, a few minutes
     fgssl-pretrain configs/cub100_cpu.yaml --seed 1   # a config file, then command-line overrides
-    accelerate launch -m training.pretrain configs/cub200_vit_s16_gpu.yaml
+    accelerate launch -m fgssl.training.pretrain configs/cub200_vit_s16_gpu.yaml
 
-Thin: parse arguments, call `run_pretraining`, print where results went.
+Thin: parse arguments, check them (`validate_args`, before any data work), call `run_pretraining`, print where
+results went. `main(argv)` returns the results (library, tests); `cli(argv)` is the console script and returns the
+exit status (training.cli).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -19,9 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from . import runinfo
+from .cli import ArgumentParser, UsageError, closest, console_entry, usage_errors
 from .data import DatasetFormatArguments, collate_uint8, load_splits
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
@@ -133,7 +136,16 @@ class DataArguments(DatasetFormatArguments):
 
 @dataclass
 class PretrainingArguments(TrainingArguments):
-    output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/<method>-<dataset>."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Default: outputs/<method>-<dataset>. Running again into a folder resumes its run when "
+                          "the run's fingerprint (fgssl_run.json) matches, and is refused when it does not."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the run in --output_dir (its checkpoints and results are removed first; a "
+                          "README.md there is replaced by the model card) instead of resuming it."},
+    )
     per_device_train_batch_size: int = field(default=64)
     learning_rate: float = field(default=1e-3)
     weight_decay: float = field(default=0.05)
@@ -202,35 +214,150 @@ def check_push_possible(training_args) -> None:
     check_hub_access(training_args.hub_token)
 
 
+def _checkpoint_config(model_args: ModelArguments):
+    """The FGSSLConfig of --model_name_or_path, or None (none given, or unreadable: build_model reports that)."""
+    if not model_args.model_name_or_path:
+        return None
+    try:
+        from .. import modeling  # noqa: F401  (registers FGSSLConfig with AutoConfig)
+        from ..modeling import FGSSLConfig
+
+        return FGSSLConfig.from_pretrained(model_args.model_name_or_path)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def effective_queue_size(model_args: ModelArguments) -> int:
+    """--queue_size, else the checkpoint's, else FGSSLConfig's default (0: in-batch negatives)."""
+    from ..modeling.configuration_fgssl import FGSSLConfig
+
+    if model_args.queue_size is not None:
+        return model_args.queue_size
+    checkpoint = _checkpoint_config(model_args)
+    return (checkpoint or FGSSLConfig).queue_size
+
+
+def backbone_config_for(model_args: ModelArguments):
+    """The backbone config the run would build (preset, fgssl checkpoint or backbone folder), or None when it
+    cannot be read without building the model (then `build_model` reports the problem)."""
+    presets = _backbone_presets()
+    try:
+        if model_args.model_name_or_path:
+            return _checkpoint_config(model_args).backbone_config
+        if model_args.backbone in presets:
+            return presets[model_args.backbone](model_args.image_size)
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(model_args.backbone)
+    except Exception:  # noqa: BLE001  (unreadable here: build_model raises the real error with its fix)
+        return None
+
+
+def final_feature_map_side(backbone_config, image_size: int) -> int | None:
+    """Side of the backbone's last feature map for `image_size` inputs, from its config (None: unknown type)."""
+    from ..modeling.modeling_fgssl import token_grid_stride
+
+    model_type = getattr(backbone_config, "model_type", None)
+    if model_type in ("convnext", "convnextv2"):  # stem: patch_size x patch_size stride patch_size; then 2x2 s2
+        side = image_size // backbone_config.patch_size
+        for _ in range(backbone_config.num_stages - 1):
+            side //= 2
+        return side
+    if model_type == "resnet":  # stride-2 convolutions and pooling with padding: ceil, never below 1
+        side = image_size
+        for _ in range(2 + len(backbone_config.depths) - (0 if backbone_config.downsample_in_first_stage else 1)):
+            side = -(-side // 2)
+        return side
+    if getattr(backbone_config, "patch_size", None) is not None:  # ViT, DINOv2, Swin...: a patch grid
+        return image_size // token_grid_stride(backbone_config)
+    return None
+
+
+def validate_args(model_args: ModelArguments, data_args: DataArguments, training_args: PretrainingArguments,
+                  objective_args: ObjectiveArguments) -> None:
+    """Refuse settings that cannot work, before any data work; each message names the option and the fix.
+
+    Raises:
+        UsageError
+    """
+    batch = training_args.per_device_train_batch_size
+    if batch < 1:
+        raise UsageError(f"--per_device_train_batch_size must be >= 1, got {batch}.")
+    if effective_queue_size(model_args) == 0 and batch < 2:
+        raise UsageError(
+            f"--per_device_train_batch_size {batch} with in-batch negatives (--queue_size 0): an image has no other "
+            "image in its batch to be told apart from, so the contrastive loss is 0 at every step. Use "
+            "--per_device_train_batch_size 2 or more (the default is 64), or a MoCo queue (e.g. --queue_size 4096)."
+        )
+    if not training_args.learning_rate > 0:
+        raise UsageError(f"--learning_rate must be > 0, got {training_args.learning_rate} (the default is 1e-3).")
+    if training_args.gradient_accumulation_steps < 1:
+        raise UsageError(f"--gradient_accumulation_steps must be >= 1 (1 = no accumulation), got "
+                         f"{training_args.gradient_accumulation_steps}.")
+    if objective_args.method == "fgssl" and not objective_args.synth_fraction > 0:
+        raise UsageError(
+            f"--synth_fraction {objective_args.synth_fraction} with --method fgssl synthesizes no pair at all. Use a "
+            "value in (0, 1] (the default is 1.0); to switch the synthesized-pair loss off on purpose use --nu 0."
+        )
+    for name in ("max_train_samples", "max_eval_samples", "knn_monitor_samples"):
+        value = getattr(data_args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be >= 1 when given, got {value} (leave it out to use every image).")
+    if data_args.knn_monitor_steps < 0:
+        raise UsageError(f"--knn_monitor_steps must be >= 0 (0 = off), got {data_args.knn_monitor_steps}.")
+    if model_args.image_size < 1:
+        raise UsageError(f"--image_size must be >= 1, got {model_args.image_size}.")
+    backbone_config = backbone_config_for(model_args)
+    side = final_feature_map_side(backbone_config, model_args.image_size) if backbone_config is not None else None
+    if side is not None and side < 1:
+        smallest = next(s for s in range(1, 4097) if final_feature_map_side(backbone_config, s) >= 1)
+        raise UsageError(
+            f"--image_size {model_args.image_size} is smaller than the total stride of the backbone "
+            f"({model_args.model_name_or_path or model_args.backbone}, {backbone_config.model_type}): its final "
+            f"feature map would be {side}x{side}. Use --image_size {smallest} or more."
+        )
+
+
 def run_pretraining(model_args: ModelArguments, data_args: DataArguments, training_args: PretrainingArguments,
                     objective_args: ObjectiveArguments) -> dict:
-    """Pre-train, save the model, encoder and decoder, pictures and metrics; return where everything went."""
+    """Pre-train, save the model, encoder and decoder, pictures and metrics; return where everything went.
+
+    Raises:
+        UsageError: a setting that cannot work (`validate_args`), or an output folder holding a different run
+            (`runinfo.check_output_dir`); both before any data work.
+    """
     started = time.time()
+    validate_args(model_args, data_args, training_args, objective_args)
     if not getattr(training_args, "output_dir_given", True):
         training_args.output_dir = default_output_dir(objective_args.method, data_args.dataset_name)
     output_dir = Path(training_args.output_dir)
+    overwrite = bool(getattr(training_args, "overwrite_output_dir", False))
+    fingerprint = runinfo.run_fingerprint(model_args, data_args, training_args, objective_args)
+    folder_state = runinfo.check_output_dir(output_dir, fingerprint, overwrite)
     push = training_args.push_to_hub
     check_push_possible(training_args)
     training_args.push_to_hub = False  # we push ourselves, at the end, with the card
     set_seed(training_args.seed)
 
     # Build the model before touching data: a bad model knob is refused before any decoding.
-    model = build_model(model_args, objective_args.method)
-    data = load_splits(
-        data_args.dataset_name,
-        model_args.image_size,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        max_train_samples=data_args.max_train_samples,
-        max_eval_samples=data_args.max_eval_samples,
-        train_split=data_args.train_split,
-        eval_split=data_args.eval_split,
-        require_eval=data_args.run_evaluation,
-        holdout_fraction=data_args.holdout_fraction,
-        **data_args.format_kwargs(),
-    )
+    with usage_errors(ValueError):
+        model = build_model(model_args, objective_args.method)
+    with usage_errors(ValueError):
+        data = load_splits(
+            data_args.dataset_name,
+            model_args.image_size,
+            image_column=data_args.image_column,
+            label_column=data_args.label_column,
+            max_train_samples=data_args.max_train_samples,
+            max_eval_samples=data_args.max_eval_samples,
+            train_split=data_args.train_split,
+            eval_split=data_args.eval_split,
+            require_eval=data_args.run_evaluation,
+            holdout_fraction=data_args.holdout_fraction,
+            **data_args.format_kwargs(),
+        )
     if len(data.train) < training_args.per_device_train_batch_size * max(1, training_args.world_size):
-        raise ValueError(
+        raise UsageError(
             f"The training split has {len(data.train)} images, fewer than one batch of "
             f"{training_args.per_device_train_batch_size}; lower --per_device_train_batch_size."
         )
@@ -244,12 +371,21 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
         data_collator=collate_uint8,
     )
     if data_args.knn_monitor_steps > 0:
-        add_knn_monitor(trainer, data, data_args, model_args.image_size)
+        with usage_errors(ValueError):
+            add_knn_monitor(trainer, data, data_args, model_args.image_size)
+    if training_args.process_index == 0:
+        if folder_state == "overwrite":
+            removed = runinfo.clear_previous_run(output_dir)
+            logger.warning("--overwrite_output_dir: removed the previous run's %s from %s.", ", ".join(removed),
+                           output_dir)
+        runinfo.write_run_info(output_dir, fingerprint)
     resume = training_args.resume_from_checkpoint
-    if resume in (None, "last", "auto") and output_dir.is_dir():
+    if folder_state == "overwrite" and resume in (None, "last", "auto"):
+        resume = None  # a fresh run (decided before rank 0 cleared the folder, so every rank agrees)
+    elif resume in (None, "last", "auto") and output_dir.is_dir():
         last = get_last_checkpoint(str(output_dir))
         if last is not None:
-            logger.warning("Resuming from %s (delete the output folder to start over).", last)
+            logger.warning("Resuming from %s (add --overwrite_output_dir to start over).", last)
             resume = last
     if resume in ("last", "auto"):
         resume = None
@@ -311,7 +447,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         objective=asdict(objective_args),
         model=asdict(model_args),
     )
-    (output_dir / "training_config.json").write_text(json.dumps(training_config, indent=2, default=str))
+    runinfo.atomic_write_json(output_dir / "training_config.json", training_config, default=str)
     metrics = dict(train_result.metrics)
     metrics.update(
         method=objective_args.method,
@@ -321,7 +457,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         skipped_images=data.num_skipped,
         wall_seconds=round(time.time() - started, 1),
     )
-    (output_dir / "train_results.json").write_text(json.dumps(metrics, indent=2, default=str))
+    runinfo.atomic_write_json(output_dir / "train_results.json", metrics, default=str)
     results = {"pictures": str(pictures) if pictures else None, "curves": str(curves) if curves else None,
                "train_results": str(output_dir / "train_results.json")}
     if data_args.run_evaluation and data.eval is not None and data.label_column is not None:
@@ -330,10 +466,15 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         eval_results = evaluate_encoder(model.fgssl, data, image_size=model_args.image_size)
         write_results(eval_results, output_dir)
         results["eval_results"] = str(output_dir / "eval_results.json")
+    if not (getattr(trainer.args, "overwrite_output_dir", False) or runinfo.readme_is_ours(output_dir)):
+        logger.warning("%s is not a card fgssl wrote: left as it is, no model card written (add "
+                       "--overwrite_output_dir to replace it with the card).", output_dir / "README.md")
+        return results
     try:
         from .card import write_model_card
 
         results["card"] = str(write_model_card(output_dir, dataset_name=training_config["dataset"]))
+        runinfo.record_card(output_dir, results["card"])
     except Exception as err:  # a card is a nicety: never lose a finished run over it
         logger.warning("Model card not written: %s", err)
     return results
@@ -342,14 +483,28 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
 # ---------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
-def config_file_to_argv(path: str) -> list[str]:
-    """A YAML/JSON config file as command-line arguments, so later arguments on the command line override it."""
+def config_file_to_argv(path: str, valid_keys=None) -> list[str]:
+    """A YAML/JSON config file as command-line arguments, so later arguments on the command line override it.
+
+    Keys are argument names spelled exactly (`sigma`, not `sigm`); with `valid_keys`, any other key is refused
+    naming the closest valid one.
+    """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"Config file {path} does not exist (shipped configs are in configs/).")
-    values = yaml.safe_load(file.read_text()) or {}
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"Config file {path} is not valid YAML/JSON: {err}") from err
     if not isinstance(values, dict):
-        raise ValueError(f"Config file {path} must hold a mapping of argument names to values.")
+        raise UsageError(f"Config file {path} must hold a mapping of argument names to values.")
+    if valid_keys is not None:
+        for key in values:
+            if key not in valid_keys:
+                suggestion = closest(str(key), valid_keys)
+                hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+                raise UsageError(f"Config file {path}: unknown key {key!r}{hint} (keys are argument names spelled "
+                                 "in full, as listed by fgssl-pretrain --help)")
     argv = []
     for key, value in values.items():
         if value is None:
@@ -361,15 +516,31 @@ def config_file_to_argv(path: str) -> list[str]:
     return argv
 
 
+def build_parser() -> ArgumentParser:
+    return ArgumentParser(
+        (ModelArguments, DataArguments, PretrainingArguments, ObjectiveArguments),
+        prog="fgssl-pretrain",
+        description="Self-supervised pre-training (moco, lcr or fgssl). An optional first argument is a YAML/JSON "
+                    "config file (e.g. configs/cub100_cpu.yaml); flags after it override it.",
+    )
+
+
 def parse_args(argv: list[str] | None = None):
+    """(ModelArguments, DataArguments, PretrainingArguments, ObjectiveArguments) for `argv` (default: sys.argv).
+
+    Raises:
+        UsageError: an unknown or abbreviated flag, an unknown config key, an invalid value.
+        FileNotFoundError: the config file does not exist.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        argv = config_file_to_argv(argv[0]) + argv[1:]
-    parser = HfArgumentParser((ModelArguments, DataArguments, PretrainingArguments, ObjectiveArguments))
-    return parser.parse_args_into_dataclasses(args=argv)
+        argv = config_file_to_argv(argv[0], valid_keys=parser.field_names()) + argv[1:]
+    return parser.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """fgssl-pretrain as a library call: returns where everything went (the console script is `cli`)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -383,5 +554,7 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+cli = console_entry(main, "fgssl-pretrain")
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

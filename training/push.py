@@ -10,7 +10,6 @@ files are never touched by a failed push.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
+
+from .cli import SimpleArgumentParser, console_entry
 
 NO_TOKEN_MESSAGE = (
     "No Hugging Face token found, so nothing can be pushed to the Hub. Log in with `hf auth login` or set the "
@@ -140,8 +141,8 @@ def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool | 
     return str(getattr(commit, "commit_url", commit))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fgssl-push", description="Upload a saved fgssl model folder to the Hub.")
+def build_parser() -> SimpleArgumentParser:
+    parser = SimpleArgumentParser(prog="fgssl-push", description="Upload a saved fgssl model folder to the Hub.")
     parser.add_argument("folder", help="Folder written by save_pretrained (fgssl-pretrain / fgssl-finetune output).")
     parser.add_argument("repo_id", help="Hub model repository, e.g. your-name/fgssl-vit-cub.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
@@ -154,18 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Entry point of fgssl-push; exits with status 1 and the reason when the push is impossible."""
-    args = build_parser().parse_args(argv)
+    """fgssl-push as a library call: returns the commit URL; raises HubPushError (no token, offline, the Hub
+    refusing) or FileNotFoundError (no such folder). The console script is `cli`: status 0 when pushed, 2 for a
+    usage error or a missing folder, 1 when the push is impossible, each with one line saying why."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     card_kwargs = {k: v for k, v in (("dataset_name", args.dataset_name), ("base_model", args.base_model)) if v}
-    try:
-        url = push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
-                          commit_message=args.commit_message, write_card=not args.no_card, card_kwargs=card_kwargs)
-    except (HubPushError, FileNotFoundError) as err:
-        print(f"fgssl-push: {err}", file=sys.stderr)
-        raise SystemExit(1) from err
+    url = push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
+                      commit_message=args.commit_message, write_card=not args.no_card, card_kwargs=card_kwargs)
     print(f"Pushed {args.folder} to {url}")
     return url
 
 
+cli = console_entry(main, "fgssl-push", one_line_failures=(HubPushError,))
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

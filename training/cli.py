@@ -1,0 +1,185 @@
+"""What the four console scripts (fgssl-pretrain, fgssl-eval, fgssl-finetune, fgssl-push) share.
+
+- Exit status: 0 on success, 2 on a usage error (bad flag, bad value, bad path, bad config file), 1 on any other
+  failure, 130 when interrupted.
+- A usage error is ONE line on stderr, `<prog>: error: <what is wrong and how to fix it>`, with no traceback.
+  A bare `--debug` on the command line (no value; TrainingArguments' own `--debug <option>` is left alone) or
+  `FGSSL_DEBUG=1` in the environment prints the traceback as well.
+- Each module keeps `main(argv) -> results` for library and test use; `console_entry(main, prog)` turns it into the
+  console-script entry (`cli(argv) -> int`), which is what pyproject.toml's [project.scripts] points at.
+- `ArgumentParser` is transformers' `HfArgumentParser` with `allow_abbrev=False` (a prefix of a flag is not taken
+  for the flag), a `parse` that refuses unknown flags naming the closest valid one, and argparse's own errors
+  raised as `UsageError` instead of printing the usage block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+
+from transformers import HfArgumentParser
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "FGSSL_DEBUG"
+EPILOG = (
+    "Exit status: 0 on success, 2 on a usage error (one line on stderr), 1 on any other failure. Add --debug "
+    "(without a value) or set FGSSL_DEBUG=1 to see the full traceback of an error."
+)
+
+
+class UsageError(ValueError):
+    """A mistake in what the user asked for (flag, value, path, config file); the message names the option and
+    the fix. Console scripts print it as one line and exit with status 2."""
+
+
+@contextlib.contextmanager
+def usage_errors(*types: type[BaseException]):
+    """Re-raise the given exception types as `UsageError` (the original is kept as `__cause__`).
+
+    For the set-up phase of a command (loading the data, building the model), where a ValueError or a missing
+    file is a wrong argument, not a bug.
+    """
+    try:
+        yield
+    except UsageError:
+        raise
+    except types as err:
+        raise UsageError(str(err)) from err
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `name` (difflib), or None when nothing is close."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+class _UsageErrorsMixin:
+    """argparse errors as `UsageError` (no usage block), unknown flags named with the closest valid one."""
+
+    def error(self, message: str):  # argparse calls this for a bad value, a missing argument...; it must not return
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def long_options(self) -> list[str]:
+        return sorted(o for o in self._option_string_actions if o.startswith("--"))
+
+    def field_names(self) -> set[str]:
+        """Every argument name (the dataclass field names), as a config file spells them."""
+        return {a.dest for a in self._actions if a.dest != "help"}
+
+    def check_flags(self, argv: list[str]) -> None:
+        """Refuse the first unknown flag (before argparse would complain about something else, such as a missing
+        required argument), naming the closest valid one."""
+        for arg in argv:
+            if arg == "--":
+                return
+            if arg.startswith("--") or (arg.startswith("-") and len(arg) > 1 and arg[1].isalpha()):
+                if arg.split("=", 1)[0] not in self._option_string_actions:
+                    raise UsageError(self.unknown_argument_message([arg]))
+
+    def unknown_argument_message(self, remaining: list[str]) -> str:
+        flags = [a for a in remaining if a.startswith("-")]
+        if not flags:
+            return f"unexpected argument {remaining[0]!r} (see {self.prog} --help)"
+        name = flags[0].split("=", 1)[0]
+        suggestion = closest(name, self.long_options())
+        hint = f"; did you mean {suggestion}?" if suggestion else ""
+        return f"unrecognized option {name}{hint} (see {self.prog} --help; flags must be spelled in full)"
+
+
+class SimpleArgumentParser(_UsageErrorsMixin, argparse.ArgumentParser):
+    """argparse.ArgumentParser with allow_abbrev=False whose errors are `UsageError`s (for fgssl-push)."""
+
+    def __init__(self, prog: str, **kwargs):
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(prog=prog, allow_abbrev=False, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        self.check_flags(args)
+        namespace, remaining = self.parse_known_args(args, namespace)
+        if remaining:
+            raise UsageError(self.unknown_argument_message(remaining))
+        return namespace
+
+
+class ArgumentParser(_UsageErrorsMixin, HfArgumentParser):
+    """HfArgumentParser that never guesses and never prints a usage block: errors are `UsageError`s."""
+
+    def __init__(self, dataclass_types, prog: str, description: str | None = None, **kwargs):
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(dataclass_types, prog=prog, description=description, allow_abbrev=False, **kwargs)
+
+    def parse(self, argv: list[str]) -> tuple:
+        """The dataclasses for `argv`; an unknown flag or an invalid value raises `UsageError`."""
+        argv = list(argv)
+        self.check_flags(argv)
+        _, remaining = self.parse_known_args(argv)  # unknown arguments before any dataclass runs its checks
+        if remaining:
+            raise UsageError(self.unknown_argument_message(remaining))
+        with usage_errors(ValueError, TypeError):
+            outputs = self.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+        return outputs
+
+
+def debug_requested(argv: list[str]) -> tuple[list[str], bool]:
+    """(argv without our bare `--debug`, whether tracebacks were asked for by the flag or FGSSL_DEBUG)."""
+    argv = list(argv)
+    flag = False
+    for i, arg in enumerate(argv):
+        if arg == DEBUG_FLAG and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            del argv[i]
+            flag = True
+            break
+    env = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return argv, flag or env
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def console_entry(main: Callable[[list[str]], object], prog: str,
+                  one_line_failures: tuple[type[BaseException], ...] = ()) -> Callable[..., int]:
+    """The console-script entry of `main`: runs `main(argv)` and returns the exit status (never the results).
+
+    Usage errors (`UsageError`, a missing file) print one line and give 2; `one_line_failures` (failures whose
+    message says it all, e.g. an unreachable Hub) print one line and give 1; anything else prints its traceback
+    and gives 1.
+    """
+
+    def cli(argv: list[str] | None = None) -> int:
+        argv, debug = debug_requested(sys.argv[1:] if argv is None else argv)
+        try:
+            main(argv)
+        except SystemExit as exit_:  # argparse's --help (0), or a command that chose its own status
+            code = exit_.code
+            if code is None or isinstance(code, int):
+                return code or EXIT_OK
+            print(f"{prog}: error: {code}", file=sys.stderr)
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            if debug:
+                traceback.print_exc()
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (UsageError, FileNotFoundError, *one_line_failures) as err:
+            if debug:
+                traceback.print_exc()
+            print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+            return EXIT_USAGE if isinstance(err, (UsageError, FileNotFoundError)) else EXIT_FAILURE
+        except Exception:
+            traceback.print_exc()
+            print(f"{prog}: failed (the traceback above says where; please report it if it is a bug)",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    cli.__name__ = cli.__qualname__ = "cli"
+    cli.__doc__ = f"Console-script entry of {prog}: exit status 0 on success, 2 on a usage error, 1 on a failure."
+    return cli
