@@ -1,7 +1,11 @@
-"""Accuracy benchmark on cub100: moco, lcr, fgssl and fgssl with the random mask, from scratch, several seeds.
+"""Accuracy benchmark on cub100: moco, lcr, fgssl and fgssl with the random mask, from scratch, several seeds;
+the same four on the SimSiam base (simsiam, simsiam-lcr, simsiam-fgssl, simsiam-fgssl-random).
 
     # the full comparison (hours on 2 CPU cores; resumable: re-running continues where it stopped)
     python benchmarks/cub100.py --methods moco,lcr,fgssl,fgssl-random --seeds 0,1,2
+    # the SimSiam rows (the per-run output_std says whether a run collapsed: ~0 collapsed, ~1/sqrt(d) healthy)
+    python benchmarks/cub100.py --methods simsiam,simsiam-lcr,simsiam-fgssl,simsiam-fgssl-random \
+        --equal_time_reference simsiam --seeds 0,1,2
     # choose epochs first: moco (+ fgssl, the slowest) and the random-init encoder, one seed; prints whether moco
     # clearly learns (linear_top1 >= random init + 5 points) and how long each run took
     python benchmarks/cub100.py --calibrate --calibrate_methods fgssl --extra="--num_train_epochs 30"
@@ -60,12 +64,16 @@ if str(REPO) not in sys.path:  # run as a script: make `training`, `modeling` an
 from benchmarks.summarize import METRICS, write_summary  # noqa: E402
 
 DEFAULT_CONFIG = "configs/cub100_cpu.yaml"
-#: Benchmark method name -> pretrain arguments.
+#: Benchmark method name -> pretrain arguments. The simsiam rows: the same methods on the SimSiam base.
 METHOD_ARGS = {
     "moco": ["--method", "moco"],
     "lcr": ["--method", "lcr"],
     "fgssl": ["--method", "fgssl"],
     "fgssl-random": ["--method", "fgssl", "--mask_mode", "random"],
+    "simsiam": ["--base", "simsiam", "--method", "plain"],
+    "simsiam-lcr": ["--base", "simsiam", "--method", "lcr"],
+    "simsiam-fgssl": ["--base", "simsiam", "--method", "fgssl"],
+    "simsiam-fgssl-random": ["--base", "simsiam", "--method", "fgssl", "--mask_mode", "random"],
 }
 #: The knob grid (seed 0, holdout): one knob at a time around GRID_CENTER; moco and the random mask as references.
 GRID_CENTER = {"decoder_input": "feature_map", "noise_scale": "global", "recon_target": "geometric",
@@ -162,7 +170,7 @@ def collect_record(spec: RunSpec) -> dict:
         train = json.loads(train_path.read_text())
         record.update(train_runtime=train.get("train_runtime"), wall_seconds=train.get("wall_seconds"),
                       train_loss=train.get("train_loss"), epoch=train.get("epoch"),
-                      num_train_images=train.get("num_train_images"))
+                      num_train_images=train.get("num_train_images"), output_std=train.get("output_std"))
     config_path = spec.run_dir / "training_config.json"  # pretrain's record of the run (planned max_steps)
     planned = json.loads(config_path.read_text()).get("max_steps") if config_path.is_file() else None
     record["global_step"] = _last_global_step(spec.run_dir) or meta.get("global_step") or planned
@@ -468,7 +476,8 @@ def parse_cli(argv=None) -> argparse.Namespace:
         if unknown:
             parser.error(f"--equal_time_methods {unknown}: each must be among --methods and not the reference")
     else:  # the method under test first, so a run cut short for time still holds its comparison
-        order = ["fgssl", "fgssl-random", "lcr", "moco"]
+        order = ["fgssl", "fgssl-random", "lcr", "moco", "simsiam-fgssl", "simsiam-fgssl-random", "simsiam-lcr",
+                 "simsiam"]
         args.equal_time_methods = sorted((m for m in args.methods if m != args.equal_time_reference),
                                          key=lambda m: order.index(m) if m in order else len(order))
     try:

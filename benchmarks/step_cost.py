@@ -1,4 +1,5 @@
-"""Cost of one training step of `moco`, `lcr` and `fgssl`, measured in one process, interleaved, after warm-up.
+"""Cost of one training step of `moco`, `lcr` and `fgssl` (on the MoCo v2 base, and on SimSiam with the prefix
+`simsiam`), measured in one process, interleaved, after warm-up.
 
     python benchmarks/step_cost.py --backbone convnext-tiny-cpu --batch_size 64 --image_size 64
     python benchmarks/step_cost.py --backbone vit-s16 --image_size 224 --device cuda --bf16   # on a GPU
@@ -11,14 +12,17 @@ What is measured (and how):
   (model, AdamW, accelerate-prepared model: in bf16 its forward is autocast exactly as in `Trainer.train`), then
   `for rep: for variant (rotated order): time one step`, so machine noise hits every variant alike; the median
   over reps is reported, after `--warmup` unmeasured steps each. fgssl runs with `synth_warmup_steps=0` and
-  `synth_ramp_steps=0`: the synthesized-pair loss L_Cp is on at full weight from the first step.
+  `synth_ramp_steps=0`: the synthesized-pair loss L_Cp is on at full weight from the first step. Variants:
+  `moco`, `lcr`, `fgssl-<fraction>` on MoCo v2; `simsiam`, `simsiam-lcr`, `simsiam-fgssl-<fraction>` on SimSiam
+  (both views through encoder and heads with gradient, no momentum branch: a SimSiam step is not a MoCo step).
 * **Breakdown** (isolated measurements, same tensors: one fixed batch and its views): each section is run alone
   and timed, interleaved with the others, median over reps. Sections: augmentation; SSL forward + backward (moco);
   optimiser + momentum/queue; Grad-CAM scoring (`gradcam_scores` + `gradcam_mask` on a real (L_C, h) graph);
   variance criterion + mask + perturbation; decoder forward + backward for L_R; the synthesized pair at each
   fraction (decode of h' without gradient, resize, encode + project with backward, momentum encode, InfoNCE); LCR's
-  Grad-CAM map + KL term. Sections overlap nothing, but the sum of isolated sections is not exactly a step
-  (a fused backward, caches).
+  Grad-CAM map + KL term; with a SimSiam variant, its SSL forward + backward (both views) and its Grad-CAM scoring
+  (the heads re-run with frozen BatchNorm statistics, the gradient, the mask). Sections overlap nothing, but the
+  sum of isolated sections is not exactly a step (a fused backward, caches).
 * **Peak memory.** CPU: every variant runs alone in a fresh subprocess; the peak is VmHWM (high-water RSS, reset
   after imports) minus the RSS after imports and batch creation, so it counts parameters, gradients, optimiser state and
   activations of the training steps. CUDA: in this process, `torch.cuda.max_memory_allocated` during one step
@@ -53,8 +57,9 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a plain checkout (no 
 
 import torch  # noqa: E402
 
-#: The variants every run compares: (method, synthesized fraction). "fgssl" alone means fraction 1.0.
-DEFAULT_VARIANTS = ("moco", "lcr", "fgssl-1.0", "fgssl-0.25")
+#: The variants every run compares: [simsiam-](moco | lcr | fgssl-<synthesized fraction>); "fgssl" alone means
+#: fraction 1.0, "simsiam" alone the plain SimSiam base.
+DEFAULT_VARIANTS = ("moco", "lcr", "fgssl-1.0", "fgssl-0.25", "simsiam", "simsiam-fgssl-1.0")
 BASELINE = "moco"
 
 #: Dense bf16 peak FLOP/s by GPU name (vendor datasheets, dense, no sparsity), for the MFU estimate.
@@ -181,20 +186,27 @@ def peak_bf16_flops(gpu_name: str) -> float | None:
     return None
 
 
-def parse_variant(name: str) -> tuple[str, float]:
-    """'moco' | 'lcr' | 'fgssl' | 'fgssl-<fraction>' -> (method, synthesized fraction)."""
-    if name in ("moco", "lcr"):
-        return name, 1.0
-    if name == "fgssl":
-        return "fgssl", 1.0
-    if name.startswith("fgssl-"):
+def parse_variant(name: str) -> tuple[str, str, float]:
+    """'[simsiam-](moco | lcr | fgssl | fgssl-<fraction>)' or 'simsiam' -> (base, method, synthesized fraction).
+
+    A trailing '+recompute' (the synthesized query pass recomputed in backward) does not change these."""
+    name = name.removesuffix("+recompute")
+    base, rest = ("simsiam", name[len("simsiam-"):]) if name.startswith("simsiam-") else ("moco", name)
+    if name == "simsiam":
+        return "simsiam", "moco", 1.0
+    if rest in ("moco", "lcr"):
+        return base, rest, 1.0
+    if rest == "fgssl":
+        return base, "fgssl", 1.0
+    if rest.startswith("fgssl-"):
         try:
-            fraction = float(name.split("-", 1)[1])
+            fraction = float(rest.split("-", 1)[1])
         except ValueError:
             fraction = -1.0
         if 0.0 < fraction <= 1.0:
-            return "fgssl", fraction
-    raise ValueError(f"Unknown variant {name!r}: use moco, lcr, fgssl or fgssl-<fraction in (0, 1]>, e.g. fgssl-0.25.")
+            return base, "fgssl", fraction
+    raise ValueError(f"Unknown variant {name!r}: use moco, lcr, fgssl or fgssl-<fraction in (0, 1]>, e.g. fgssl-0.25, "
+                     "each optionally prefixed with simsiam- (and simsiam alone for the plain SimSiam base).")
 
 
 #: Variant suffix: the synthesized query pass recomputed in backward (ObjectiveArguments.synth_recompute).
@@ -203,9 +215,11 @@ RECOMPUTE = "+recompute"
 
 def canonical_variant(name: str) -> str:
     suffix = RECOMPUTE if name.endswith(RECOMPUTE) else ""
-    method, fraction = parse_variant(name.removesuffix(RECOMPUTE))
-    base = method if method != "fgssl" else f"fgssl-{fraction:g}" if fraction != 1.0 else "fgssl-1.0"
-    return base + suffix
+    base, method, fraction = parse_variant(name)
+    name = method if method != "fgssl" else f"fgssl-{fraction:g}" if fraction != 1.0 else "fgssl-1.0"
+    if base == "simsiam":
+        return ("simsiam" if method == "moco" else f"simsiam-{name}") + suffix
+    return name + suffix
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,10 +241,10 @@ def build_trainer(variant: str, settings: BenchSettings, output_dir: str):
     from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
     recompute = variant.endswith(RECOMPUTE)
-    method, fraction = parse_variant(variant.removesuffix(RECOMPUTE))
+    base, method, fraction = parse_variant(variant)
     torch.manual_seed(settings.seed)
     model_args = ModelArguments(**{**settings.model_overrides, "backbone": settings.backbone,
-                                   "image_size": settings.image_size})
+                                   "image_size": settings.image_size, "base": base})
     if settings.decoder_block_out_channels:
         model_args.decoder_block_out_channels = list(settings.decoder_block_out_channels)
     if settings.decoder_base_size:
@@ -505,8 +519,11 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
 
         fns["LCR Grad-CAM map+KL"] = lcr_gradcam_kl
 
-    fgssl_names = [n for n in trainers if parse_variant(n.removesuffix(RECOMPUTE))[0] == "fgssl"
-                   and not n.endswith(RECOMPUTE)]
+    simsiam = next((t for n, t in trainers.items() if parse_variant(n)[0] == "simsiam"), None)
+    if simsiam is not None:
+        fns.update(simsiam_sections(simsiam, pixels))
+
+    fgssl_names = [n for n in trainers if parse_variant(n)[:2] == ("moco", "fgssl") and not n.endswith(RECOMPUTE)]
     if fgssl_names:
         fg = trainers[fgssl_names[0]]
         oa = fg.objective_args
@@ -549,7 +566,7 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
         fns["decoder forward+backward (L_R)"] = decoder_fwd_bwd
 
         for name in fgssl_names:
-            fraction = parse_variant(name.removesuffix(RECOMPUTE))[1]
+            fraction = parse_variant(name)[2]
 
             def synthesized_pair(fraction=fraction):
                 idx = obj.synth_subset(h.shape[0], fraction).to(h.device)
@@ -565,6 +582,37 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
 
             fns[f"synthesized pair (f={fraction:g})"] = synthesized_pair
     return fns, setups
+
+
+def simsiam_sections(trainer, pixels) -> dict:
+    """The SimSiam base's own sections: its SSL step on both views, and its per-sample Grad-CAM scoring."""
+    from fgssl.training import objective as obj
+
+    core = trainer.accelerator.unwrap_model(trainer.model)
+    v1, v2 = trainer.augment(pixels)
+    n = v1.shape[0]
+
+    def simsiam_loss(out):
+        (z1, z2), (p1, p2) = out.projection.split(n), out.prediction.split(n)
+        return obj.simsiam_loss(p1, p2, z1, z2)
+
+    def ssl_fwd_bwd():
+        with trainer.compute_loss_context_manager():
+            loss = simsiam_loss(trainer.model_wrapped(pixel_values=v1, key_pixel_values=v2))
+        loss.backward()
+        _zero_grads(core)
+
+    with trainer.compute_loss_context_manager():
+        out = trainer.model_wrapped(pixel_values=v1, key_pixel_values=v2)
+        loss = simsiam_loss(out)
+
+    def gradcam_scoring():  # the trainer's own scoring pass (frozen BatchNorm statistics), then the mask
+        with trainer.compute_loss_context_manager():
+            cam = trainer.gradcam_inputs(core, out, loss)
+            obj.gradcam_mask(obj.gradcam_scores(cam.loss, cam.features), trainer.objective_args.rho_gradcam)
+
+    return {"SimSiam SSL forward+backward (2 views)": ssl_fwd_bwd,
+            "SimSiam Grad-CAM scoring (frozen-BN pass)": gradcam_scoring}
 
 
 def measure_breakdown(trainers: dict, batch: dict, reps: int, warmup: int, device: str) -> dict:
@@ -743,7 +791,8 @@ def plot(result: dict, path: Path) -> Path:
     med = [result["variants"][n]["median_ms"] for n in names]
     err = [[med[i] - result["variants"][n]["q1_ms"] for i, n in enumerate(names)],
            [result["variants"][n]["q3_ms"] - med[i] for i, n in enumerate(names)]]
-    bars = ax1.bar(names, med, yerr=err, capsize=4, color=["#888888", "#5b8db8", "#d9822b", "#f0b37e"][: len(names)])
+    palette = ["#888888", "#5b8db8", "#d9822b", "#f0b37e", "#6a9f58", "#a5cf8f", "#9b6fb0", "#c9a9d6"]
+    bars = ax1.bar(names, med, yerr=err, capsize=4, color=[palette[i % len(palette)] for i in range(len(names))])
     for bar, n in zip(bars, names):  # the ratio above the q3 whisker
         ax1.annotate(f"{result['variants'][n]['time_ratio']:.2f}x", (bar.get_x() + bar.get_width() / 2,
                      result["variants"][n]["q3_ms"]), ha="center", va="bottom", fontsize=9, xytext=(0, 3),
@@ -806,8 +855,9 @@ def parse_args(argv=None):
                    help="Measure another decoder (default: ModelArguments' default, or the --config's).")
     p.add_argument("--decoder_base_size", type=int, default=None, help="Default: ModelArguments', or the --config's.")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_VARIANTS),
-                   help="Variants: moco, lcr, fgssl (= fgssl-1.0), fgssl-<fraction>, and any fgssl one with "
-                        "+recompute (synth_recompute). moco is required.")
+                   help="Variants: moco, lcr, fgssl (= fgssl-1.0), fgssl-<fraction>; on SimSiam: simsiam, "
+                        "simsiam-lcr, simsiam-fgssl-<fraction>; any fgssl one with +recompute (synth_recompute). "
+                        "moco is required (every ratio is to it).")
     p.add_argument("--reps", type=int, default=20, help="Timed steps per variant (median reported).")
     p.add_argument("--warmup", type=int, default=3, help="Untimed steps per variant first.")
     p.add_argument("--breakdown_reps", type=int, default=None, help="Reps per breakdown section (default --reps).")

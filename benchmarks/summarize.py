@@ -24,7 +24,8 @@ from fgssl.training.evaluation import json_safe  # noqa: E402
 
 METRICS = ("retrieval_rank1", "retrieval_rank5", "retrieval_map", "knn_top1", "linear_top1")
 #: Display order; anything else follows alphabetically.
-METHOD_ORDER = ("random-init", "moco", "lcr", "fgssl", "fgssl-random")
+METHOD_ORDER = ("random-init", "moco", "lcr", "fgssl", "fgssl-random", "simsiam", "simsiam-lcr", "simsiam-fgssl",
+                "simsiam-fgssl-random")
 BUDGETS = {
     "equal_epochs": "same number of epochs",
     "equal_time": "equal wall-clock (training time matched to the reference method)",
@@ -34,6 +35,8 @@ BUDGETS = {
 GOAL_METRICS = ("retrieval_map", "linear_top1")
 GOAL_BASELINES = ("moco", "fgssl-random")
 GOAL_STD_FACTOR = 2.0
+#: The same goal on the SimSiam base: (method, its baselines).
+SIMSIAM_GOAL = ("simsiam-fgssl", ("simsiam", "simsiam-fgssl-random"))
 
 
 def mean_std(values) -> tuple[float, float, int]:
@@ -68,7 +71,7 @@ def aggregate(runs: list[dict]) -> dict:
             row = {"seeds": sorted(r["seed"] for r in group)}
             for metric in METRICS:
                 row[metric] = mean_std(r.get("metrics", {}).get(metric) for r in group)
-            for timing in ("train_runtime", "process_seconds", "global_step"):
+            for timing in ("train_runtime", "process_seconds", "global_step", "output_std"):
                 row[timing] = mean_std(r.get(timing) for r in group)
             row["resumed"] = any(r.get("resumed") for r in group)
             rows[method] = row
@@ -116,6 +119,11 @@ def goal_check(rows: dict, method: str = "fgssl", baselines=GOAL_BASELINES, metr
     return checks
 
 
+def all_goal_checks(rows: dict) -> list[dict]:
+    """The goal on the MoCo base (fgssl) and on the SimSiam base (simsiam-fgssl), for the methods present."""
+    return goal_check(rows) + goal_check(rows, SIMSIAM_GOAL[0], SIMSIAM_GOAL[1])
+
+
 def markdown(table: dict, title: str = "Benchmark", notes: list[str] | None = None, runs: list[dict] | None = None) -> str:
     """Tables (one per budget) of mean ± std in %, with seeds, steps and training minutes, the goal check, and
     (when `runs` is given) one line per run."""
@@ -139,12 +147,12 @@ def markdown(table: dict, title: str = "Benchmark", notes: list[str] | None = No
                 _minutes(row["process_seconds"]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        checks = goal_check(rows)
+        checks = all_goal_checks(rows)
         if checks:
-            lines += ["", f"Goal (fgssl - baseline > {GOAL_STD_FACTOR:g} x max seed std):", ""]
+            lines += ["", f"Goal (method - baseline > {GOAL_STD_FACTOR:g} x max seed std):", ""]
             for c in checks:
                 verdict = "PASS" if c["passed"] else ("FAIL" if c["enough_seeds"] else "n/a (one seed)")
-                lines.append(f"- vs {c['baseline']}, {c['metric']}: {100 * c['difference']:+.2f} points "
+                lines.append(f"- {c['method']} vs {c['baseline']}, {c['metric']}: {100 * c['difference']:+.2f} points "
                              f"(threshold {100 * c['threshold']:.2f}) -> {verdict}")
         lines.append("")
     lines.append("Metrics in %, mean ± sample std over seeds; `train min`: the Trainer's train_runtime; `run min`: "
@@ -155,9 +163,10 @@ def markdown(table: dict, title: str = "Benchmark", notes: list[str] | None = No
 
 
 def runs_markdown(runs: list[dict]) -> str:
-    """One line per run: budget, method, seed, status, steps, times and the two goal metrics."""
+    """One line per run: budget, method, seed, status, steps, times, the two goal metrics, and SimSiam's collapse
+    monitor (`output_std`, last logged: ~0 collapsed, ~1/sqrt(d) healthy; empty on the MoCo base)."""
     lines = ["| budget | method | seed | status | steps | train min | run min | resumed | retrieval_map | "
-             "linear_top1 |", "|" + "---|" * 10]
+             "linear_top1 | output_std |", "|" + "---|" * 11]
     seen = set()
     for r in sorted(runs, key=lambda r: (r["budget"], method_sort_key(r["method"]), r["seed"])):
         key = (r.get("run_dir"), r["budget"])
@@ -171,6 +180,7 @@ def runs_markdown(runs: list[dict]) -> str:
             cell(r.get("train_runtime"), 1 / 60, ".1f"), cell(r.get("process_seconds"), 1 / 60, ".1f"),
             "yes" if r.get("resumed") else "", cell(metrics.get("retrieval_map"), 100),
             cell(metrics.get("linear_top1"), 100),
+            "" if r.get("output_std") is None else f"{r['output_std']:.4f}",
         ]) + " |")
     return "\n".join(lines)
 
@@ -216,7 +226,7 @@ def write_summary(results: dict, out_dir, title: str, notes: list[str] | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
     table = aggregate(results["runs"])
     results = {**results, "aggregate": table,
-               "goal": {budget: goal_check(rows) for budget, rows in table.items()}}
+               "goal": {budget: all_goal_checks(rows) for budget, rows in table.items()}}
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     paths["json"].write_text(json.dumps(json_safe(results), indent=2) + "\n")
     paths["markdown"].write_text(markdown(table, title, notes, results["runs"]))

@@ -9,6 +9,8 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 POOLING_MODES = ("mean", "screening")
+# METHOD.md "Base SSL objective": MoCo v2 (momentum branch + queue) or SimSiam (predictor, stop-gradient).
+BASES = ("moco", "simsiam")
 # METHOD.md "Decoder" [choice]: decode the pooled vector h, or the final feature map A.
 DECODER_INPUTS = ("pooled", "feature_map")
 # Backbones whose final feature map we know how to read (B x C x H x W maps or patch-token grids).
@@ -23,12 +25,18 @@ class FGSSLConfig(PreTrainedConfig):
         backbone_config (`PreTrainedConfig` or `dict`, *optional*):
             Config of the transformers vision backbone (`ViTConfig`, `ConvNextConfig`, ...). A dict must carry a
             `model_type`. Defaults to a ConvNeXt-T config.
+        base (`str`, defaults to `"moco"`): the base SSL objective (METHOD.md "Base SSL objective"). `"moco"`: MoCo v2,
+            a 2-layer projector, a momentum copy of encoder and projector, and a queue of negative keys. `"simsiam"`:
+            SimSiam, a 3-layer projector with BatchNorm (no ReLU after its last layer) and a bottleneck predictor
+            MLP, no momentum branch and no queue (`momentum` and `queue_size` are then unused).
         pooling (`str`, defaults to `"mean"`):
             `"mean"`: global average pooling of the final feature map (the `h` of METHOD.md). `"screening"`: the
             LCR baseline, a 1x1-conv screening map weights the feature map before pooling.
         screening_channels (`int`, defaults to 4): channels of the LCR screening convolution.
-        projector_hidden_size (`int`, defaults to 2048): hidden width of the MoCo v2 projection MLP.
-        projector_dim (`int`, defaults to 128): output size `d` of the projector.
+        projector_hidden_size (`int`, defaults to 2048): hidden width of the projection MLP (both bases).
+        projector_dim (`int`, defaults to 128): output size `d` of the projector (SimSiam: also the predictor's).
+        predictor_hidden_size (`int`, *optional*): SimSiam only: the predictor's bottleneck width; default
+            `projector_dim // 4` (SimSiam's 2048 -> 512 -> 2048).
         momentum (`float`, defaults to 0.99): EMA coefficient of the momentum branch, in [0, 1).
         queue_size (`int`, defaults to 0): MoCo negative queue length `K`; 0 means in-batch negatives (METHOD.md:
             suits small datasets; the GPU recipes in `configs/` set a queue).
@@ -53,10 +61,12 @@ class FGSSLConfig(PreTrainedConfig):
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="convnext")}
 
     backbone_config: dict | PreTrainedConfig | None = None
+    base: str = "moco"
     pooling: str = "mean"
     screening_channels: int = 4
     projector_hidden_size: int = 2048
     projector_dim: int = 128
+    predictor_hidden_size: int | None = None
     momentum: float = 0.99
     queue_size: int = 0
     variance_momentum: float = 0.99
@@ -88,6 +98,11 @@ class FGSSLConfig(PreTrainedConfig):
         return int(bc.hidden_size)
 
     @property
+    def predictor_bottleneck(self) -> int:
+        """SimSiam: hidden width of the predictor (`predictor_hidden_size`, else `projector_dim // 4`)."""
+        return self.predictor_hidden_size or max(1, self.projector_dim // 4)
+
+    @property
     def decoder_image_size(self) -> int:
         """Side `S` of the images the decoder produces."""
         return self.decoder_base_size * 2 ** (len(self.decoder_block_out_channels) - 1)
@@ -100,11 +115,15 @@ class FGSSLConfig(PreTrainedConfig):
                 f"backbone_config: model_type {getattr(bc, 'model_type', None)!r} is not supported; "
                 f"use one of {SUPPORTED_BACKBONES}."
             )
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {BASES}, got {self.base!r}.")
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
         _check_int("screening_channels", self.screening_channels, 1)
         _check_int("projector_hidden_size", self.projector_hidden_size, 1)
         _check_int("projector_dim", self.projector_dim, 1)
+        if self.predictor_hidden_size is not None:
+            _check_int("predictor_hidden_size", self.predictor_hidden_size, 1)
         if not isinstance(self.momentum, (int, float)) or not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be a float in [0, 1) (typically 0.99-0.999), got {self.momentum!r}.")
         _check_int("queue_size", self.queue_size, 0, hint="0 means in-batch negatives")
@@ -157,4 +176,4 @@ def _check_int(name: str, value, minimum: int, hint: str = ""):
         raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}.")
 
 
-__all__ = ["FGSSLConfig", "backbone_stride"]
+__all__ = ["FGSSLConfig", "backbone_stride", "BASES"]

@@ -62,15 +62,20 @@ class FGSSLPreTrainingOutput(ModelOutput):
 
     Args:
         query: `q = g(h)`, L2-normalised, B x d.
-        key: `k = g_m(f_m(key_pixel_values))`, L2-normalised, B x d (only when `key_pixel_values` is given).
-        pooler_output: `h`, B x C.
-        feature_map: `A`, B x C x H x W.
+        key: MoCo only: `k = g_m(f_m(key_pixel_values))`, L2-normalised, B x d (only when `key_pixel_values` is given).
+        projection: SimSiam only: the projector's output `z = g(h)`, not normalised, B x d, or 2B x d with
+            `key_pixel_values` (rows `:B` the first view, `B:` the second).
+        prediction: SimSiam only: the predictor's output `p = pred(z)`, same rows as `projection`.
+        pooler_output: `h` of `pixel_values`, B x C.
+        feature_map: `A` of `pixel_values`, B x C x H x W.
         reconstruction: `D(h)` or `D(A)` (config.decoder_input), B x 3 x S x S (only when asked for).
         screening_logits: LCR pooling only, B x H x W.
     """
 
     query: torch.FloatTensor | None = None
     key: torch.FloatTensor | None = None
+    projection: torch.FloatTensor | None = None
+    prediction: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     feature_map: torch.FloatTensor | None = None
     reconstruction: torch.FloatTensor | None = None
@@ -199,6 +204,46 @@ def projection_mlp(in_features: int, hidden: int, out_features: int) -> nn.Seque
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features))
 
 
+def simsiam_projector(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    """SimSiam projector `g`: C -> hidden -> hidden -> d, each linear layer followed by BatchNorm, no ReLU after the
+    last one (the paper's; its output BN has no affine parameters). Linear layers before a BN need no bias."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_features, bias=False), nn.BatchNorm1d(out_features, affine=False),
+    )
+
+
+def simsiam_predictor(dim: int, bottleneck: int) -> nn.Sequential:
+    """SimSiam predictor: d -> bottleneck -> d (BatchNorm and ReLU on the hidden layer only)."""
+    return nn.Sequential(
+        nn.Linear(dim, bottleneck, bias=False), nn.BatchNorm1d(bottleneck), nn.ReLU(inplace=True),
+        nn.Linear(bottleneck, dim),
+    )
+
+
+def run_with_frozen_batch_statistics(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`mlp(x)` with the same values, but every BatchNorm's statistics held constant (detached), none updated.
+
+    In training mode a BatchNorm normalises by the statistics of the batch, so each output row depends on every
+    input row. Here those statistics (of `x` itself, as in the ordinary forward; the running ones in eval mode)
+    enter as constants: row i of the output is a function of row i of `x` alone, so one gradient of a sum of
+    per-row losses gives every row's own gradient (METHOD.md step 3 with SimSiam). Running statistics are not
+    touched. `x`: n x features.
+    """
+    for layer in mlp:
+        if isinstance(layer, nn.BatchNorm1d):
+            if layer.training:
+                stats = x.detach()
+                mean, var = stats.mean(dim=0), stats.var(dim=0, unbiased=False)  # what BN normalises by
+            else:
+                mean, var = layer.running_mean, layer.running_var
+            x = F.batch_norm(x, mean, var, layer.weight, layer.bias, training=False, eps=layer.eps)
+        else:
+            x = layer(x)
+    return x
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,7 +265,7 @@ class FGSSLPreTrainedModel(PreTrainedModel):
             module.reset_statistics()
             return
         super()._init_weights(module)
-        if isinstance(module, FGSSLForPreTraining):
+        if isinstance(module, FGSSLForPreTraining) and module.queue is not None:
             # MoCo starts from a queue of random unit-norm-ish keys.
             nn.init.normal_(module.queue, std=module.queue.shape[-1] ** -0.5)
             nn.init.zeros_(module.queue_ptr)
@@ -274,7 +319,7 @@ class FGSSLModel(FGSSLPreTrainedModel):
 
     # A pre-training checkpoint also holds the heads; loading only the encoder from it is expected.
     _keys_to_ignore_on_load_unexpected = [
-        r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue", r"^variance_tracker\."
+        r"^momentum_", r"^projector\.", r"^predictor\.", r"^decoder\.", r"^queue", r"^variance_tracker\."
     ]
 
     def __init__(self, config: FGSSLConfig):
@@ -296,6 +341,20 @@ class FGSSLModel(FGSSLPreTrainedModel):
             return last_hidden_state
         stride = token_grid_stride(bc)
         return tokens_to_feature_map(last_hidden_state, pixel_values.shape[-2] // stride, pixel_values.shape[-1] // stride)
+
+    def pool(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`A` (B x C x H x W) -> (`h` B x C, screening logits B x H x W or None, screening map B x H x W or None).
+
+        Mean pooling, or (LCR) the mean of `A` weighted by the screening map. Each image is pooled on its own.
+        """
+        if self.screening is None:
+            return feature_map.mean(dim=(2, 3)), None, None
+        # LCR: a few 1x1-conv screening channels, max over them, min-max normalised per image.
+        screening_logits = self.screening(feature_map).amax(dim=1)
+        flat = screening_logits.flatten(1)
+        lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+        screening_map = ((flat - lo) / (hi - lo + 1e-6)).view_as(screening_logits)
+        return (feature_map * screening_map.unsqueeze(1)).mean(dim=(2, 3)), screening_logits, screening_map
 
     def _backbone_kwargs(self, pixel_values: torch.Tensor) -> dict:
         bc = self.config.backbone_config
@@ -322,16 +381,7 @@ class FGSSLModel(FGSSLPreTrainedModel):
             **self._backbone_kwargs(pixel_values),
         )
         feature_map = self.feature_map(outputs.last_hidden_state, pixel_values)
-        screening_logits = screening_map = None
-        if self.screening is not None:
-            # LCR: a few 1x1-conv screening channels, max over them, min-max normalised per image.
-            screening_logits = self.screening(feature_map).amax(dim=1)
-            flat = screening_logits.flatten(1)
-            lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
-            screening_map = ((flat - lo) / (hi - lo + 1e-6)).view_as(screening_logits)
-            pooled = (feature_map * screening_map.unsqueeze(1)).mean(dim=(2, 3))
-        else:
-            pooled = feature_map.mean(dim=(2, 3))
+        pooled, screening_logits, screening_map = self.pool(feature_map)
         output = FGSSLModelOutput(
             last_hidden_state=outputs.last_hidden_state,
             pooler_output=pooled,
@@ -347,7 +397,7 @@ class FGSSLForImageClassification(FGSSLPreTrainedModel):
     """The encoder with a linear head on `h`, for fine-grained classification (fine-tuning or linear probing)."""
 
     _keys_to_ignore_on_load_unexpected = [
-        r"^momentum_", r"^projector\.", r"^decoder\.", r"^queue", r"^variance_tracker\."
+        r"^momentum_", r"^projector\.", r"^predictor\.", r"^decoder\.", r"^queue", r"^variance_tracker\."
     ]
 
     def __init__(self, config: FGSSLConfig):
@@ -376,9 +426,11 @@ class FGSSLForImageClassification(FGSSLPreTrainedModel):
 
 
 class FGSSLForPreTraining(FGSSLPreTrainedModel):
-    """Everything pre-training needs (METHOD.md "Parts"): encoder `f`, projector `g`, momentum copies `f_m, g_m`,
-    the negative queue, and the decoder `D`. The training objective itself lives in `training/objective.py`;
-    this class only exposes the pieces it calls as small methods."""
+    """Everything pre-training needs (METHOD.md "Parts"): encoder `f`, projector `g`, the decoder `D`, and the heads
+    of the base objective (`config.base`): MoCo v2's momentum copies `f_m, g_m` and negative queue, or SimSiam's
+    predictor (then no momentum branch and no queue exist, in the model or its checkpoints). The training
+    objective itself lives in `training/objective.py`; this class only exposes the pieces it calls as small
+    methods."""
 
     # The objective (not `forward`) owns the loss; the Trainer must average it over gradient-accumulation steps.
     accepts_loss_kwargs = False
@@ -387,9 +439,14 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
         super().__init__(config)
         c, d = config.hidden_size, config.projector_dim
         self.fgssl = FGSSLModel(config)
-        self.projector = projection_mlp(c, config.projector_hidden_size, d)
-        self.momentum_encoder = FGSSLModel(config)
-        self.momentum_projector = projection_mlp(c, config.projector_hidden_size, d)
+        self.momentum_encoder = self.momentum_projector = self.predictor = None
+        if config.base == "simsiam":
+            self.projector = simsiam_projector(c, config.projector_hidden_size, d)
+            self.predictor = simsiam_predictor(d, config.predictor_bottleneck)
+        else:
+            self.projector = projection_mlp(c, config.projector_hidden_size, d)
+            self.momentum_encoder = FGSSLModel(config)
+            self.momentum_projector = projection_mlp(c, config.projector_hidden_size, d)
         # Running statistics of h (METHOD.md step 2): training state, saved and resumed with the model.
         self.variance_tracker = VarianceTracker(c, config.variance_momentum)
         self.decoder = None
@@ -404,12 +461,25 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
             )
             for module in self.decoder.modules():
                 module._fgssl_torch_default_init = True
-        self.register_buffer("queue", torch.zeros(config.queue_size, d))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        if self.has_momentum_branch:
+            self.register_buffer("queue", torch.zeros(config.queue_size, d))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        else:
+            self.queue = self.queue_ptr = None  # plain attributes: nothing of a queue in the state dict
         self.post_init()
         self.copy_online_to_momentum()
 
-    # ---- the momentum branch ------------------------------------------------------------------------------------
+    # ---- the momentum branch (MoCo) -----------------------------------------------------------------------------
+    @property
+    def has_momentum_branch(self) -> bool:
+        """Whether the base objective keeps a momentum branch and a queue (MoCo: yes; SimSiam: no)."""
+        return self.momentum_encoder is not None
+
+    def _require_momentum_branch(self, what: str):
+        if not self.has_momentum_branch:
+            raise ValueError(f"{what} needs MoCo's momentum branch; this model has base={self.config.base!r}, "
+                             "which has none.")
+
     def _online_and_momentum_params(self):
         online = list(self.fgssl.parameters()) + list(self.projector.parameters())
         momentum = list(self.momentum_encoder.parameters()) + list(self.momentum_projector.parameters())
@@ -417,7 +487,9 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
 
     @torch.no_grad()
     def copy_online_to_momentum(self):
-        """`f_m, g_m <- f, g`; the momentum branch never receives gradients."""
+        """`f_m, g_m <- f, g`; the momentum branch never receives gradients. Nothing to do without one (SimSiam)."""
+        if not self.has_momentum_branch:
+            return
         online, momentum = self._online_and_momentum_params()
         for p_o, p_m in zip(online, momentum):
             p_m.data.copy_(p_o.data)
@@ -426,6 +498,7 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
     @torch.no_grad()
     def update_momentum(self, momentum: float | None = None):
         """EMA step `theta_m <- m * theta_m + (1 - m) * theta` (call once per optimiser step)."""
+        self._require_momentum_branch("update_momentum")
         m = self.config.momentum if momentum is None else momentum
         online, mom = self._online_and_momentum_params()
         torch._foreach_lerp_([p.data for p in mom], [p.data for p in online], 1.0 - m)
@@ -433,6 +506,7 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor):
         """Push keys (B x d, gathered from all processes) into the ring-buffer queue, oldest out first."""
+        self._require_momentum_branch("enqueue")
         size = self.queue.shape[0]
         if size == 0:
             return
@@ -454,7 +528,27 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
     @torch.no_grad()
     def momentum_encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`g_m(f_m(x))`: B x 3 x H x W -> keys B x d, L2-normalised, without gradient."""
+        self._require_momentum_branch("momentum_encode")
         return F.normalize(self.momentum_projector(self.momentum_encoder(pixel_values).pooler_output), dim=1)
+
+    def simsiam_heads(self, features: torch.Tensor, freeze_batch_statistics: bool = False):
+        """SimSiam's projector and predictor on ONE view: `h` (n x C, n >= 2 in training) -> (`z`, `p`), n x d each.
+
+        `z = g(h)` is not normalised (the loss is a cosine). The BatchNorm layers normalise by the statistics of this
+        view's batch, as the paper's two separate passes do. `freeze_batch_statistics`: the same values, with those
+        statistics held constant and not folded into the running ones (see `run_with_frozen_batch_statistics`), for
+        per-sample gradients (the Grad-CAM criterion).
+        """
+        if self.predictor is None:
+            raise ValueError(f"simsiam_heads needs SimSiam's predictor; this model has base={self.config.base!r}.")
+        if self.training and features.shape[0] < 2 and not freeze_batch_statistics:
+            raise ValueError("base='simsiam' needs at least 2 images per batch and device in training (the heads' "
+                             "BatchNorm normalises over the batch); raise the batch size.")
+        if freeze_batch_statistics:
+            z = run_with_frozen_batch_statistics(self.projector, features)
+            return z, run_with_frozen_batch_statistics(self.predictor, z)
+        z = self.projector(features)
+        return z, self.predictor(z)
 
     def decoder_features(self, encoded: FGSSLModelOutput) -> torch.Tensor:
         """What `D` decodes (config.decoder_input): `h` (B x C) or `A` (B x C x H x W)."""
@@ -474,8 +568,14 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> FGSSLPreTrainingOutput | tuple:
-        """Online branch on `pixel_values` (B x 3 x H x W); keys on `key_pixel_values` when given; `D(h)` when
-        `return_reconstruction`."""
+        """Online branch on `pixel_values` (B x 3 x H x W); `D(h)` when `return_reconstruction`.
+
+        `key_pixel_values` (B x 3 x H x W), the second view: MoCo encodes it with the momentum branch (`key`);
+        SimSiam sends it through the same encoder and heads in this one call (so DDP synchronises once per step):
+        `projection` and `prediction` then hold 2B rows, `pooler_output` and `feature_map` stay the first view's.
+        """
+        if self.config.base == "simsiam":
+            return self._simsiam_forward(pixel_values, key_pixel_values, return_reconstruction, return_dict)
         encoded = self.encode(pixel_values)
         output = FGSSLPreTrainingOutput(
             query=self.project(encoded.pooler_output),
@@ -484,6 +584,29 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
             feature_map=encoded.feature_map,
             reconstruction=self.decode(self.decoder_features(encoded)) if return_reconstruction else None,
             screening_logits=encoded.screening_logits,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    def _simsiam_forward(self, pixel_values, key_pixel_values, return_reconstruction, return_dict):
+        views = [pixel_values] if key_pixel_values is None else [pixel_values, key_pixel_values]
+        n = pixel_values.shape[0]
+        # One backbone pass over both views (a larger batch uses the device better; the backbones here normalise
+        # per sample, except ResNet, whose BatchNorm then sees both views [choice]); the heads run per view.
+        feature_maps = self.encode(torch.cat(views) if len(views) > 1 else pixel_values).feature_map.split(n)
+        # Pooled per view (each image is pooled on its own: same values), so that the first view's A and h are
+        # the very tensors the loss is computed from (gradients with respect to them reach the loss).
+        pooled = [self.fgssl.pool(a) for a in feature_maps]
+        heads = [self.simsiam_heads(h) for h, _, _ in pooled]
+        z = torch.cat([zi for zi, _ in heads])
+        first = FGSSLModelOutput(pooler_output=pooled[0][0], feature_map=feature_maps[0])
+        output = FGSSLPreTrainingOutput(
+            query=F.normalize(z[:n], dim=1),
+            projection=z,
+            prediction=torch.cat([p for _, p in heads]),
+            pooler_output=first.pooler_output,
+            feature_map=first.feature_map,
+            reconstruction=self.decode(self.decoder_features(first)) if return_reconstruction else None,
+            screening_logits=pooled[0][1],
         )
         return output if return_dict is not False else output.to_tuple()
 

@@ -142,6 +142,90 @@ def test_moco_baseline_has_no_decoder():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The SimSiam base
+# ---------------------------------------------------------------------------------------------------------------
+def test_simsiam_builds_projector_and_predictor_and_no_momentum_branch_or_queue():
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", projector_dim=16))
+    layers = [type(m).__name__ for m in model.projector]
+    # SimSiam's projector: three linear layers, each followed by BatchNorm, no ReLU after the last.
+    assert layers == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    # The predictor is a bottleneck: d -> d / 4 -> d.
+    assert [m.out_features for m in model.predictor if isinstance(m, torch.nn.Linear)] == [4, 16]
+    assert not model.has_momentum_branch and model.momentum_encoder is None and model.queue is None
+    keys = model.state_dict().keys()
+    assert any(k.startswith("predictor.") for k in keys)
+    assert not [k for k in keys if k.startswith(("momentum_", "queue"))]
+    with pytest.raises(ValueError, match="momentum branch"):
+        model.momentum_encode(pixels())
+    with pytest.raises(ValueError, match="momentum branch"):
+        model.update_momentum()
+
+
+def test_simsiam_forward_sends_both_views_through_one_call_with_heads_per_view():
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", use_decoder=False)).train()
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    x1, x2 = pixels(batch=4, seed=1), pixels(batch=4, seed=2)
+    out = model(x1, key_pixel_values=x2)
+    assert len(calls) == 1  # one call of the (DDP-wrapped) model per step: DDP synchronises once
+    assert out.projection.shape == out.prediction.shape == (8, 16) and out.key is None
+    assert out.pooler_output.shape == (4, 32)
+    # Each view's BatchNorm uses that view's batch statistics, as the paper's two separate passes.
+    for view, rows in ((x1, slice(0, 4)), (x2, slice(4, 8))):
+        z, p = model.simsiam_heads(model.encode(view).pooler_output)
+        torch.testing.assert_close(out.projection[rows], z)
+        torch.testing.assert_close(out.prediction[rows], p)
+    torch.testing.assert_close(out.query, torch.nn.functional.normalize(out.projection[:4], dim=1))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        model(x1[:1], key_pixel_values=x2[:1])
+
+
+def test_frozen_batch_statistics_keep_values_and_decouple_the_samples():
+    from fgssl.modeling.modeling_fgssl import run_with_frozen_batch_statistics
+
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", use_decoder=False)).train()
+    h = torch.randn(6, 32)
+    bn = model.projector[1]
+    z, p = model.simsiam_heads(h)
+    running = bn.running_mean.clone()
+    z_frozen, p_frozen = model.simsiam_heads(h, freeze_batch_statistics=True)
+    torch.testing.assert_close(z_frozen, z)
+    torch.testing.assert_close(p_frozen, p)
+    torch.testing.assert_close(bn.running_mean, running)  # the scoring pass folds nothing into the running stats
+    # The gradient of the other rows' outputs reaches sample 0 in the real forward (BatchNorm couples the batch),
+    # and not with the statistics frozen.
+    for frozen, coupled in ((True, False), (False, True)):
+        leaf = h.clone().requires_grad_(True)
+        out = run_with_frozen_batch_statistics(model.projector, leaf) if frozen else model.projector(leaf)
+        (grad,) = torch.autograd.grad(out[1:].square().sum(), leaf)
+        assert bool(grad[0].abs().max() > 0) is coupled
+    # In eval mode the running statistics are used, as in the ordinary forward.
+    model.eval()
+    torch.testing.assert_close(run_with_frozen_batch_statistics(model.projector, h), model.projector(h))
+
+
+def test_simsiam_folder_loads_through_the_auto_classes_and_exports_the_backbone(tmp_path):
+    model = FGSSLForPreTraining(tiny_fgssl_config("convnext", base="simsiam")).eval()
+    model.save_pretrained(tmp_path)
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "model.safetensors")
+    assert not [k for k in saved if k.startswith(("momentum_", "queue"))]
+    assert any(k.startswith("predictor.") for k in saved)
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+    assert type(loaded) is FGSSLForPreTraining and loaded.config.base == "simsiam"
+    x = pixels(batch=3)
+    a, b = model(x, key_pixel_values=x.flip(0)), loaded(x, key_pixel_values=x.flip(0))
+    torch.testing.assert_close(a.prediction, b.prediction, rtol=0, atol=0)
+    encoder = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(encoder) is FGSSLModel
+    torch.testing.assert_close(encoder(x).pooler_output, model.encode(x).pooler_output)
+    model.export_backbone(tmp_path / "export")
+    exported = AutoModel.from_pretrained(tmp_path / "export").eval()
+    assert type(exported) is ConvNextModel
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Save / load round trips
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [FGSSLModel, FGSSLForImageClassification, FGSSLForPreTraining])
@@ -322,6 +406,8 @@ def test_from_pretrained_org_name_through_local_hub_cache(tmp_path):
     "kwargs, field",
     [
         ({"pooling": "max"}, "pooling"),
+        ({"base": "byol"}, r"base must be one of \('moco', 'simsiam'\)"),
+        ({"predictor_hidden_size": 0}, "predictor_hidden_size"),
         ({"screening_channels": 0}, "screening_channels"),
         ({"projector_hidden_size": 0}, "projector_hidden_size"),
         ({"projector_dim": -1}, "projector_dim"),

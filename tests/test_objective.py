@@ -21,9 +21,13 @@ from fgssl.training.objective import (
     lcr_loss,
     noise_scale,
     nuisance_mask,
+    negative_cosine,
     nuisance_perturbation,
+    output_std,
     perturb_features,
     reconstruction_loss,
+    simsiam_loss,
+    simsiam_scoring_loss,
     synth_loss_weight,
     synth_subset,
     variance_mask,
@@ -86,6 +90,49 @@ def test_info_nce_rejects_bad_temperature_and_shapes():
         info_nce(q, q, None, temperature=0.0)
     with pytest.raises(ValueError, match="negatives"):
         info_nce(q, q, _unit_rows(3, 5))
+
+
+# ----------------------------------------------------------------------------- step 1 with base SimSiam
+
+
+def test_simsiam_loss_on_hand_made_vectors():
+    t = lambda *rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
+    # D(p, z) = -cos(p, z): aligned -1, orthogonal 0, opposite +1, 45 degrees -1/sqrt(2); the scale does not matter.
+    p = t([1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [1.0, 1.0])
+    z = t([5.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0])
+    expected = torch.tensor([-1.0, 0.0, 1.0, -1 / math.sqrt(2)], dtype=torch.float64)
+    torch.testing.assert_close(negative_cosine(p, z), expected)
+    # Symmetric: D(p1, z2) / 2 + D(p2, z1) / 2, each averaged over the batch.
+    p1, z2 = t([1.0, 0.0], [0.0, 1.0]), t([1.0, 0.0], [0.0, 1.0])  # mean D = -1
+    p2, z1 = t([1.0, 0.0], [1.0, 0.0]), t([0.0, 1.0], [-1.0, 0.0])  # D = 0 and +1: mean 0.5
+    assert simsiam_loss(p1, p2, z1, z2).item() == pytest.approx(0.5 * (-1.0 + 0.5))
+    assert simsiam_scoring_loss(p1, z2).item() == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="B x d"):
+        negative_cosine(p, z[:3])
+
+
+def test_simsiam_loss_stops_the_gradient_at_the_targets():
+    p1, p2 = _unit_rows(4, 8, seed=1).requires_grad_(), _unit_rows(4, 8, seed=2).requires_grad_()
+    z1, z2 = _unit_rows(4, 8, seed=3).requires_grad_(), _unit_rows(4, 8, seed=4).requires_grad_()
+    simsiam_loss(p1, p2, z1, z2).backward()
+    assert p1.grad.abs().sum() > 0 and p2.grad.abs().sum() > 0
+    assert z1.grad is None and z2.grad is None
+    # Through a shared network: the target branch z = g(x) gets a gradient only through the prediction of x.
+    g = torch.nn.Linear(8, 8, dtype=torch.float64)
+    x1, x2 = _unit_rows(4, 8, seed=5), _unit_rows(4, 8, seed=6)
+    z1, z2 = g(x1), g(x2)
+    (grad_z2,) = torch.autograd.grad(simsiam_loss(z1 * 2, z2 * 3, z1, z2), z2, retain_graph=True)
+    # d/dz2 of D(p2, sg(z1)) with p2 = 3 z2 only: the target role of z2 in D(p1, sg(z2)) contributes nothing.
+    (expected,) = torch.autograd.grad(0.5 * negative_cosine(z2 * 3, z1).mean(), z2)
+    torch.testing.assert_close(grad_z2, expected)
+
+
+def test_output_std_is_zero_for_a_collapsed_output_and_near_inv_sqrt_d_for_spread_outputs():
+    d = 64
+    collapsed = torch.randn(1, d).expand(256, d) * torch.rand(256, 1)  # every row the same direction
+    assert output_std(collapsed).item() < 1e-6
+    spread = torch.randn(4096, d, generator=torch.Generator().manual_seed(0))
+    assert output_std(spread).item() == pytest.approx(d ** -0.5, rel=0.05)
 
 
 # ----------------------------------------------------------------------------- step 2: variance
@@ -486,6 +533,9 @@ def test_synth_subset_sizes():
     g = torch.Generator().manual_seed(0)
     assert synth_subset(10, 0.0, g).numel() == 0
     assert synth_subset(10, 0.01, g).numel() == 1  # at least one when fraction > 0
+    assert synth_subset(10, 0.01, g, minimum=2).numel() == 2  # SimSiam's BatchNorm needs two
+    assert synth_subset(1, 0.5, g, minimum=2).numel() == 1  # never more than the batch
+    assert synth_subset(10, 0.0, g, minimum=2).numel() == 0
     assert synth_subset(10, 0.3, g).numel() == 3
     assert torch.equal(synth_subset(10, 1.0, g), torch.arange(10))
     half = synth_subset(64, 0.5, g)

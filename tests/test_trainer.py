@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -14,6 +15,7 @@ from transformers import AutoModel, TrainerCallback, TrainingArguments
 from conftest import REPO_ROOT, tiny_fgssl_config
 from fgssl.modeling import FGSSLForPreTraining, FGSSLModel
 from fgssl.training.data import collate_uint8
+from fgssl.training.objective import gradcam_map, gradcam_scores, negative_cosine, simsiam_loss
 from fgssl.training.pretrain import method_config_kwargs, parse_args, run_pretraining
 from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
@@ -54,6 +56,108 @@ def test_each_method_trains_and_logs_its_terms(method, terms, tmp_path):
     assert terms <= logged
     changed = [not torch.equal(b, p) for b, p in zip(before, trainer.model.fgssl.parameters())]
     assert all(changed[:3])
+
+
+@pytest.mark.parametrize(
+    "method, terms",
+    [
+        ("moco", {"loss_ssl", "output_std"}),
+        ("lcr", {"loss_ssl", "output_std", "loss_lcr"}),
+        ("fgssl", {"loss_ssl", "output_std", "loss_recon", "loss_synth", "frac_perturbed", "var_perturbed"}),
+    ],
+)
+def test_each_method_trains_on_the_simsiam_base_and_logs_its_terms(method, terms, tmp_path):
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", **method_config_kwargs(method)))
+    trainer = make_trainer(tmp_path, method, model=model)
+    before = [p.detach().clone() for p in [*model.fgssl.parameters(), *model.predictor.parameters()]]
+    trainer.train()
+    rows = [row for row in trainer.state.log_history if "loss_ssl" in row]
+    assert len(rows) == 3 and terms <= set().union(*rows)
+    # Negative cosine in [-1, 1]; the normalised outputs spread (collapse would show as ~0; 1/sqrt(16) = 0.25).
+    assert all(-1 <= r["loss_ssl"] <= 1 and 0.1 < r["output_std"] < 0.5 for r in rows)
+    after = [*model.fgssl.parameters(), *model.predictor.parameters()]
+    assert all(not torch.equal(b, p) for b, p in zip(before[:3] + before[-2:], after[:3] + after[-2:]))
+    # No momentum branch, no queue: the per-step callback had nothing to update or enqueue.
+    assert not model.has_momentum_branch and trainer.pending_keys == []
+
+
+def synthetic_birds(n=32, size=32):
+    """The embedded fine-grained birds (structured images, unlike noise), as the uint8 rows the trainer takes."""
+    from fgssl.training.synthetic import render_image, sample_factors
+
+    rng = np.random.default_rng(0)
+    images = [np.asarray(render_image(i % 4, sample_factors(rng), size)).transpose(2, 0, 1) for i in range(n)]
+    rows = {"pixel_values": np.stack(images), "labels": [i % 4 for i in range(n)]}
+    return Dataset.from_dict(rows).with_format("torch")
+
+
+def test_short_simsiam_run_lowers_the_loss_without_collapse(tmp_path):
+    torch.manual_seed(0)
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", **method_config_kwargs("moco")))
+    objective = ObjectiveArguments(method="moco", crop_scale_min=0.5, color_jitter=0.2, blur_p=0.0)
+    trainer = make_trainer(tmp_path, "moco", model=model, objective=objective, steps=20, learning_rate=3e-3,
+                           lr_scheduler_type="constant", dataset=synthetic_birds())
+    trainer.train()
+    rows = [row for row in trainer.state.log_history if "loss_ssl" in row]
+    ssl = [row["loss_ssl"] for row in rows]
+    assert len(ssl) == 20 and sum(ssl[-5:]) / 5 < sum(ssl[:5]) / 5 - 0.1
+    assert rows[-1]["output_std"] > 0.5 * model.config.projector_dim ** -0.5  # not collapsed to one point
+
+
+def test_simsiam_gradcam_scores_are_each_samples_own_gradient_with_frozen_batch_statistics(tmp_path):
+    torch.manual_seed(0)
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", **method_config_kwargs("fgssl"))).train()
+    trainer = make_trainer(tmp_path, model=model)
+    n = 6
+    x1, x2 = torch.randn(n, 3, 32, 32), torch.randn(n, 3, 32, 32)
+    # The statistics each BatchNorm normalised view 1 by: its first call (the heads run view 1, then view 2).
+    stats = {}
+
+    def record(module, inputs, output):
+        x = inputs[0].detach()
+        stats.setdefault(module, (x.mean(0), x.var(0, unbiased=False)))
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    hooks = [m.register_forward_hook(record) for m in norms]
+    out = model(x1, key_pixel_values=x2)
+    for hook in hooks:
+        hook.remove()
+    (z1, z2), (p1, p2) = out.projection.split(n), out.prediction.split(n)
+    loss = simsiam_loss(p1, p2, z1, z2)
+    cam = trainer.gradcam_inputs(model, out, loss)
+    scores = gradcam_scores(cam.loss, cam.features)
+    torch.testing.assert_close(cam.features, out.pooler_output)  # the scoring pass sees the same h
+
+    def heads_of_one_sample(h_i):
+        """Projector and predictor on one sample, each BatchNorm normalising by the batch's recorded statistics."""
+        x = h_i
+        for layer in [*model.projector, *model.predictor]:
+            if isinstance(layer, torch.nn.BatchNorm1d):
+                mean, var = stats[layer]
+                x = (x - mean) / torch.sqrt(var + layer.eps)
+                x = x * layer.weight + layer.bias if layer.affine else x
+            else:
+                x = layer(x)
+        return x
+
+    grads = torch.empty_like(scores)
+    for i in range(n):
+        h_i = out.pooler_output[i : i + 1].detach().requires_grad_(True)
+        p_i = heads_of_one_sample(h_i)
+        torch.testing.assert_close(p_i, p1[i : i + 1])  # the lone sample reproduces its row of the batch forward
+        # Sample i's own share of L_C (mean over the batch): D(p1_i, sg z2_i) / 2n + D(p2_i, sg z1_i) / 2n; the
+        # second term does not depend on h1_i.
+        loss_i = (negative_cosine(p_i, z2[i : i + 1]) + negative_cosine(p2[i : i + 1], z1[i : i + 1])).sum() / (2 * n)
+        (grads[i : i + 1],) = torch.autograd.grad(loss_i, h_i)
+    reference = -grads * out.pooler_output.detach()
+    torch.testing.assert_close(scores, reference)
+    # LCR's Grad-CAM map from the same loss is per sample too: with mean pooling, alpha_ic = -dL_i/dh_ic / (H W).
+    a = out.feature_map.detach()
+    alpha = -grads / (a.shape[2] * a.shape[3])
+    torch.testing.assert_close(gradcam_map(cam.loss, cam.feature_map), torch.relu((alpha[:, :, None, None] * a).sum(1)))
+    # One gradient of the batch loss through the BatchNorms mixes the samples' losses: not the per-sample scores.
+    naive = gradcam_scores(loss, out.pooler_output)
+    assert not torch.allclose(naive, reference, rtol=1e-3, atol=1e-3 * float(reference.abs().max()))
 
 
 def test_fgssl_perturbs_low_variance_dimensions(tmp_path):
@@ -161,6 +265,20 @@ def test_two_processes_stay_in_sync(tmp_path):
         assert (distance < 1e-6).all()
 
 
+def test_two_processes_stay_in_sync_on_the_simsiam_base(tmp_path):
+    script = REPO_ROOT / "tests" / "scripts" / "ddp_worker.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29532",
+         str(script), str(tmp_path), "2", "4", "simsiam"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r0["world_size"] == 2 and "queue" not in r0
+    for key in ("running_var", "online", "heads", "predictor"):
+        torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0)
+
+
 class StopAt(TrainerCallback):
     """Simulates a run killed mid-way (after a checkpoint was written)."""
 
@@ -224,13 +342,24 @@ def test_invalid_objective_knob_is_refused_at_parse_time(argv, field):
         parse_args(argv)
 
 
-def test_invalid_model_knob_is_refused_before_any_data_work(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--queue_size", "-5"], "queue_size"), (["--base", "byol"], r"base must be one of \('moco', 'simsiam'\)")],
+)
+def test_invalid_model_knob_is_refused_before_any_data_work(tmp_path, monkeypatch, argv, message):
     import fgssl.training.pretrain as pretrain
 
     monkeypatch.setattr(pretrain, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
-    args = parse_args(["--queue_size", "-5", "--output_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="queue_size"):
+    args = parse_args([*argv, "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=message):
         run_pretraining(*args)
+
+
+def test_base_and_method_are_orthogonal_flags():
+    model_args, _, _, objective_args = parse_args(["--base", "simsiam", "--method", "plain"])
+    assert model_args.base == "simsiam" and objective_args.method == "moco"  # 'plain' is moco's other name
+    model_args, _, _, objective_args = parse_args(["--method", "lcr"])
+    assert model_args.base is None and objective_args.method == "lcr"  # None: FGSSLConfig's default, moco
 
 
 def test_config_file_then_command_line_overrides(tmp_path):

@@ -139,7 +139,7 @@ def _config_rows(config: dict, training_config: dict) -> list[tuple[str, str]]:
     """(setting, value) rows: the model's fgssl config, then the pre-training settings."""
     rows = []
     backbone = config.get("backbone_config", {})
-    for key in ("pooling", "projector_hidden_size", "projector_dim", "momentum", "queue_size", "use_decoder",
+    for key in ("base", "pooling", "projector_hidden_size", "projector_dim", "momentum", "queue_size", "use_decoder",
                 "decoder_base_size", "decoder_block_out_channels"):
         if key in config:
             rows.append((key, config[key]))

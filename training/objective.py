@@ -7,13 +7,15 @@ Read this file top to bottom beside METHOD.md (``../shared/METHOD.md`` in the de
 step   what                                        here
 =====  ==========================================  ==========================================
 1      SSL loss L_C = InfoNCE(q, k, queue, tau)    :func:`info_nce`
+1      ... or, base SimSiam, the negative cosine   :func:`simsiam_loss`, :func:`output_std` (collapse)
 2      variance criterion, the set V               :class:`VarianceTracker`, :func:`variance_mask`
 3      Grad-CAM criterion, the sets G_i            :func:`gradcam_scores`, :func:`gradcam_mask`
+3      ... its loss with SimSiam (per sample)      :func:`simsiam_scoring_loss`
 4      nuisance mask M                             :func:`nuisance_mask`
 5      perturbation h -> h' (and A -> A')          :func:`noise_scale`, :func:`perturb_features`
 2-5    the whole chain, ONE function               :func:`nuisance_perturbation` (trainer and benchmarks)
 6      reconstruction loss L_R                     :func:`reconstruction_loss`
-7      synthesized-pair loss L_Cp (subset)         :func:`info_nce`, :func:`synth_subset`
+7      synthesized-pair loss L_Cp (subset)         :func:`info_nce` / :func:`simsiam_loss`, :func:`synth_subset`
 8      total loss, ramp of nu                      :func:`synth_loss_weight`
 LCR    baseline: Grad-CAM map + KL term            :func:`gradcam_map`, :func:`lcr_loss`
 =====  ==========================================  ==========================================
@@ -133,6 +135,65 @@ def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature:
 
 
 # --------------------------------------------------------------------------------------------
+# Step 1 (and step 7) with base SimSiam: symmetric negative cosine with stop-gradient
+# --------------------------------------------------------------------------------------------
+
+
+def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
+    """SimSiam's ``D(p, z)`` per sample: ``-cos(p_i, sg(z_i))``, B values in [-1, 1].
+
+    Args:
+        p: B x d predictor outputs (carry the gradient).
+        z: B x d projector outputs of the other view: the target, detached here (SimSiam's stop-gradient, without
+            which the two branches collapse together).
+    """
+    if p.dim() != 2 or p.shape != z.shape:
+        raise ValueError(f"p and z must both be B x d, got {tuple(p.shape)} and {tuple(z.shape)}.")
+    return -F.cosine_similarity(p, z.detach(), dim=1)
+
+
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
+    """SimSiam's symmetric loss ``L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2``, averaged over the batch (METHOD.md
+    "Base SSL objective": L_C, and L_Cp on the synthesized pair).
+
+    Args:
+        p1, p2: B x d predictor outputs of views 1 and 2.
+        z1, z2: B x d projector outputs of views 1 and 2 (targets: no gradient flows into them).
+
+    Returns:
+        Scalar in [-1, 1]; -1 when every prediction points along the other view's projection.
+    """
+    return 0.5 * (negative_cosine(p1, z2).mean() + negative_cosine(p2, z1).mean())
+
+
+def simsiam_scoring_loss(p1: Tensor, z2: Tensor) -> Tensor:
+    """The part of the SimSiam L_C that depends on view 1's features: ``mean_i D(p1_i, sg(z2_i)) / 2``, scalar.
+
+    Its gradient with respect to ``h1`` is that of :func:`simsiam_loss` (``z1`` enters only as a stop-gradient
+    target). SimSiam's BatchNorm couples the samples of a batch, so compute ``p1`` from ``h1`` with the batch
+    statistics held constant (``FGSSLForPreTraining.simsiam_heads(h1, freeze_batch_statistics=True)``): then
+    sample i's term depends on ``h1_i`` alone, and row i of the gradient of this loss is sample i's own gradient,
+    which is what :func:`gradcam_scores` needs (as with MoCo, a mean loss scales every row by 1/B).
+    """
+    return 0.5 * negative_cosine(p1, z2).mean()
+
+
+def output_std(z: Tensor) -> Tensor:
+    """Collapse monitor (SimSiam paper, Fig. 2): mean over dimensions of the per-dimension std over the batch of
+    the L2-normalised projector output. ~0 when every image maps to one point (collapse), ~1/sqrt(d) when the
+    outputs spread like random unit vectors.
+
+    Args:
+        z: B x d projector outputs (B >= 2).
+
+    Returns:
+        Scalar, detached.
+    """
+    _check_matrix(z, "z")
+    return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
+
+
+# --------------------------------------------------------------------------------------------
 # Step 2: variance criterion (running statistics of h, the set V)
 # --------------------------------------------------------------------------------------------
 
@@ -172,10 +233,12 @@ def gradcam_scores(loss: Tensor, h: Tensor) -> Tensor:
     through the projector only (never the backbone), fills no ``.grad``, and leaves the graph intact
     for the later ``loss.backward()``. Because each sample's loss depends only on its own query
     (see :func:`info_nce`), row i of the gradient of the batch loss is sample i's own gradient; for a
-    *mean* loss every row is scaled by 1/B, which does not change the per-row ranking.
+    *mean* loss every row is scaled by 1/B, which does not change the per-row ranking. A loss whose samples
+    are coupled (SimSiam's BatchNorm) must first be made per-sample: :func:`simsiam_scoring_loss`.
 
     Args:
-        loss: scalar SSL loss L_C computed from ``h`` (e.g. :func:`info_nce` of ``g(h)``).
+        loss: scalar SSL loss L_C computed from ``h`` (e.g. :func:`info_nce` of ``g(h)``), or a loss with the same
+            gradient rows per sample (:func:`simsiam_scoring_loss`).
         h: B x C pooled features that ``loss`` was computed from (part of its graph).
 
     Returns:
@@ -384,7 +447,9 @@ def nuisance_perturbation(
        5. perturb a detached copy of ``h`` (and of ``feature_map``, the same draw) where M.
 
     Args:
-        loss: scalar SSL loss L_C computed from ``h``.
+        loss: scalar loss whose gradient row i with respect to ``h`` is sample i's own gradient of L_C. MoCo: L_C
+            itself. SimSiam: :func:`simsiam_scoring_loss` of heads re-run with frozen BatchNorm statistics on a
+            detached copy of ``h`` (pass that copy as ``h``: its values are ``h``'s, so V and h' are unchanged).
         h: B x C features inside the autograd graph of ``loss``.
         tracker: the model's :class:`VarianceTracker`.
         update_statistics: False to read the statistics without folding this batch in (analysis code).
@@ -454,11 +519,13 @@ def synth_loss_weight(step: int, nu: float, warmup_steps: int, ramp_steps: int) 
     return float(nu) * min(1.0, (step - warmup_steps + 1) / ramp_steps)
 
 
-def synth_subset(batch_size: int, fraction: float, generator: torch.Generator | None = None) -> Tensor:
+def synth_subset(batch_size: int, fraction: float, generator: torch.Generator | None = None,
+                 minimum: int = 1) -> Tensor:
     """Indices of the samples whose pair is synthesized in this step (METHOD.md step 7).
 
-    ``round(fraction * batch_size)`` distinct indices drawn at random, at least one when
-    ``fraction > 0`` (so a small batch still gets a pair), none when ``fraction == 0``.
+    ``round(fraction * batch_size)`` distinct indices drawn at random, at least ``minimum`` (capped at the batch)
+    when ``fraction > 0`` (so a small batch still gets a pair; SimSiam's BatchNorm needs 2), none when
+    ``fraction == 0``.
 
     Returns:
         Sorted LongTensor of indices (on the generator's device, CPU by default).
@@ -468,7 +535,7 @@ def synth_subset(batch_size: int, fraction: float, generator: torch.Generator | 
         raise ValueError(f"batch_size must be >= 0, got {batch_size}.")
     n = _num_selected(fraction, batch_size)
     if fraction > 0:
-        n = max(n, min(1, batch_size))
+        n = max(n, min(minimum, batch_size))
     device = generator.device if generator is not None else torch.device("cpu")
     chosen = torch.randperm(batch_size, generator=generator, device=device)[:n]
     return chosen.sort().values

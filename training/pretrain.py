@@ -1,6 +1,8 @@
-"""`fgssl-pretrain`: self-supervised pre-training (`moco`, `lcr` or `fgssl`) on a Hugging Face dataset.
+"""`fgssl-pretrain`: self-supervised pre-training (`moco`, `lcr` or `fgssl` on the base `--base moco | simsiam`)
+on a Hugging Face dataset.
 
     fgssl-pretrain                                    # embedded synthetic default, CPU, a few minutes
+    fgssl-pretrain --base simsiam --method fgssl      # the synthesized pairs on SimSiam instead of MoCo v2
     fgssl-pretrain configs/cub100_cpu.yaml --seed 1   # a config file, then command-line overrides
     accelerate launch -m fgssl.training.pretrain configs/cub200_vit_s16_gpu.yaml
 
@@ -63,9 +65,9 @@ def _config_default(name: str, what: str = "") -> str:
 
 
 #: Model knobs passed to FGSSLConfig when given (None: the config's default).
-CONFIG_FIELDS = ("projector_hidden_size", "projector_dim", "momentum", "queue_size", "variance_momentum",
+CONFIG_FIELDS = ("base", "projector_hidden_size", "projector_dim", "momentum", "queue_size", "variance_momentum",
                  "decoder_input", "decoder_base_size", "decoder_block_out_channels", "decoder_layers_per_block",
-                 "screening_channels")
+                 "screening_channels", "predictor_hidden_size")
 
 
 @dataclass
@@ -80,8 +82,17 @@ class ModelArguments:
     )
     image_size: int = field(default=64, metadata={"help": "Training resolution (images are cached at this size)."})
     # Model knobs left at None take FGSSLConfig's default: the config class is the one source of defaults.
+    base: str | None = field(
+        default=None,
+        metadata={"help": _config_default("base", "the base SSL objective, moco (MoCo v2) or simsiam (SimSiam); "
+                                                  "--method adds nothing, LCR or the synthesized pairs to it")},
+    )
     projector_hidden_size: int | None = field(default=None, metadata={"help": _config_default("projector_hidden_size")})
     projector_dim: int | None = field(default=None, metadata={"help": _config_default("projector_dim")})
+    predictor_hidden_size: int | None = field(
+        default=None, metadata={"help": _config_default("predictor_hidden_size", "simsiam: predictor bottleneck; "
+                                                                                  "None = projector_dim // 4")}
+    )
     momentum: float | None = field(default=None, metadata={"help": _config_default("momentum", "EMA of the key encoder")})
     queue_size: int | None = field(
         default=None, metadata={"help": _config_default("queue_size", "MoCo queue length K; 0 = in-batch negatives")}
@@ -200,9 +211,10 @@ def build_model(model_args: ModelArguments, method: str):
     return FGSSLForPreTraining.from_backbone_pretrained(model_args.backbone, **config_kwargs)
 
 
-def default_output_dir(method: str, dataset_name: str | None) -> str:
+def default_output_dir(method: str, dataset_name: str | None, base: str | None = None) -> str:
     name = "synthetic" if dataset_name is None else Path(dataset_name.rstrip("/")).name
-    return str(Path("outputs") / f"{method}-{name}")
+    prefix = f"simsiam-{method}" if base == "simsiam" else method
+    return str(Path("outputs") / f"{prefix}-{name}")
 
 
 def check_push_possible(training_args) -> None:
@@ -329,7 +341,7 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
     started = time.time()
     validate_args(model_args, data_args, training_args, objective_args)
     if not getattr(training_args, "output_dir_given", True):
-        training_args.output_dir = default_output_dir(objective_args.method, data_args.dataset_name)
+        training_args.output_dir = default_output_dir(objective_args.method, data_args.dataset_name, model_args.base)
     output_dir = Path(training_args.output_dir)
     overwrite = bool(getattr(training_args, "overwrite_output_dir", False))
     fingerprint = runinfo.run_fingerprint(model_args, data_args, training_args, objective_args)
@@ -457,6 +469,10 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         skipped_images=data.num_skipped,
         wall_seconds=round(time.time() - started, 1),
     )
+    # SimSiam's collapse monitor as last logged (benchmarks report whether a run collapsed).
+    output_std = next((row["output_std"] for row in reversed(trainer.state.log_history) if "output_std" in row), None)
+    if output_std is not None:
+        metrics["output_std"] = output_std
     runinfo.atomic_write_json(output_dir / "train_results.json", metrics, default=str)
     results = {"pictures": str(pictures) if pictures else None, "curves": str(curves) if curves else None,
                "train_results": str(output_dir / "train_results.json")}

@@ -1,9 +1,10 @@
 """`FGSSLTrainer`: a transformers `Trainer` whose `compute_loss` is one training step of METHOD.md.
 
 `compute_loss` reads top to bottom like METHOD.md's "One training step"; each step is a function of
-`training/objective.py`. Once per optimiser step (not per micro-batch) a callback updates the momentum branch and
-pushes the keys of the whole step (gathered from every process) into the queue, so gradient accumulation of
-n x B and steps of n*B do the same MoCo bookkeeping, and every rank holds the same queue.
+`training/objective.py`. The base objective is the model's (`config.base`): MoCo v2 or SimSiam. With MoCo, once
+per optimiser step (not per micro-batch) a callback updates the momentum branch and pushes the keys of the whole
+step (gathered from every process) into the queue, so gradient accumulation of n x B and steps of n*B do the same
+MoCo bookkeeping, and every rank holds the same queue; SimSiam has neither, and the callback does nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,14 +22,22 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from . import objective as obj
 from .augment import TwoViewAugment
 
+#: What is added to the base objective (config.base, MoCo v2 or SimSiam): nothing ("moco", the name from before
+#: SimSiam existed), LCR, or the synthesized pairs of this method.
 METHODS = ("moco", "lcr", "fgssl")
+#: Other names accepted for --method.
+METHOD_ALIASES = {"plain": "moco"}
 
 
 @dataclass
 class ObjectiveArguments:
     """Knobs of the objective (METHOD.md); every [choice] of METHOD.md is one of them."""
 
-    method: str = field(default="fgssl", metadata={"help": f"One of {METHODS}: MoCo v2, LCR, or this method."})
+    method: str = field(
+        default="fgssl",
+        metadata={"help": f"One of {METHODS} on the base objective (--base, MoCo v2 or SimSiam): the base alone "
+                          "('moco', or its alias 'plain'), LCR, or the synthesized pairs of this method."},
+    )
     temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature tau."})
     rho_variance: float = field(default=0.25, metadata={"help": "Fraction of dims with lowest running variance (V)."})
     rho_gradcam: float = field(default=0.25, metadata={"help": "Fraction of dims with lowest Grad-CAM score (G_i)."})
@@ -69,6 +79,7 @@ class ObjectiveArguments:
     picture_steps: int = field(default=0, metadata={"help": "Write a PNG sheet every N steps (0: at the end only)."})
 
     def __post_init__(self):
+        self.method = METHOD_ALIASES.get(self.method, self.method)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
         if self.mask_mode not in obj.NUISANCE_MASK_MODES:
@@ -105,6 +116,15 @@ class ObjectiveArguments:
             grayscale_p=self.grayscale_p,
             blur_p=self.blur_p,
         )
+
+
+class GradCamInputs(NamedTuple):
+    """What the Grad-CAM criteria differentiate (METHOD.md step 3): a scalar `loss` whose gradient row i with respect
+    to `features` (h, B x C) or `feature_map` (A, B x C x H x W) is sample i's own gradient of L_C."""
+
+    loss: torch.Tensor
+    features: torch.Tensor
+    feature_map: torch.Tensor
 
 
 def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
@@ -168,42 +188,78 @@ class FGSSLTrainer(Trainer):
         v1, v2, *rest = self.augment(inputs["pixel_values"], return_geometric=geometric)
         recon_target = rest[0] if geometric else v1
 
-        # 1. SSL loss. The online pass goes through the (possibly DDP-wrapped) model so gradients synchronise.
-        out = model(pixel_values=v1)
-        h, q = out.pooler_output, out.query
-        k = core.momentum_encode(v2)
-        negatives = core.queue.clone().detach() if core.queue.shape[0] > 0 else None
-        loss_ssl = obj.info_nce(q, k, negatives, oa.temperature)
-        self.pending_keys.append(self.accelerator.gather(k.detach()))
+        # 1. SSL loss of the base objective. The online pass goes through the (possibly DDP-wrapped) model so
+        # gradients synchronise.
+        if core.config.base == "simsiam":
+            out, loss_ssl, terms = self._simsiam_loss(model, v1, v2)
+        else:
+            out, loss_ssl, terms = self._moco_loss(model, core, v1, v2)
+        h = out.pooler_output
         loss = loss_ssl
-        terms = {"loss_ssl": loss_ssl.detach()}
 
         want_pictures = self._picture_step()
         if oa.method == "lcr":
-            cam = obj.gradcam_map(loss_ssl, out.feature_map)
+            cam_inputs = self.gradcam_inputs(core, out, loss_ssl)
+            cam = obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map)
             loss_lcr = obj.lcr_loss(out.screening_logits, cam)
             loss = loss + oa.lcr_weight * loss_lcr
             terms["loss_lcr"] = loss_lcr.detach()
             if want_pictures:
                 self._keep_pictures(v1, cam=cam)
         elif oa.method == "fgssl":
-            loss, fgssl_terms = self._synthesized_pair_terms(core, loss_ssl, v1, recon_target, h, out.feature_map,
-                                                             want_pictures)
+            loss, fgssl_terms = self._synthesized_pair_terms(core, loss_ssl, self.gradcam_inputs(core, out, loss_ssl),
+                                                             v1, recon_target, h, out.feature_map, want_pictures)
             terms.update(fgssl_terms)
         elif want_pictures:
-            self._keep_pictures(v1, cam=obj.gradcam_map(loss_ssl, out.feature_map))
+            cam_inputs = self.gradcam_inputs(core, out, loss_ssl)
+            self._keep_pictures(v1, cam=obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map))
 
         self._accumulate_terms(terms)
         return (loss, out) if return_outputs else loss
 
-    def _synthesized_pair_terms(self, core, loss_ssl, v1, recon_target, h, feature_map, want_pictures):
+    def _moco_loss(self, model, core, v1, v2):
+        """MoCo v2's L_C: InfoNCE of the online queries of v1 against the momentum keys of v2 (and the queue)."""
+        out = model(pixel_values=v1)
+        k = core.momentum_encode(v2)
+        negatives = core.queue.clone().detach() if core.queue.shape[0] > 0 else None
+        loss_ssl = obj.info_nce(out.query, k, negatives, self.objective_args.temperature)
+        self.pending_keys.append(self.accelerator.gather(k.detach()))
+        return out, loss_ssl, {"loss_ssl": loss_ssl.detach()}
+
+    def _simsiam_loss(self, model, v1, v2):
+        """SimSiam's L_C: both views through the model in one forward (DDP synchronises once), symmetric negative
+        cosine with stop-gradient on the targets; `output_std` watches for collapse."""
+        out = model(pixel_values=v1, key_pixel_values=v2)
+        n = v1.shape[0]
+        (z1, z2), (p1, p2) = out.projection.split(n), out.prediction.split(n)
+        loss_ssl = obj.simsiam_loss(p1, p2, z1, z2)
+        return out, loss_ssl, {"loss_ssl": loss_ssl.detach(), "output_std": obj.output_std(z1)}
+
+    def gradcam_inputs(self, core, out, loss_ssl) -> GradCamInputs:
+        """The loss, h and A that the Grad-CAM criteria differentiate (METHOD.md step 3; LCR's map).
+
+        MoCo: L_C itself, on the forward's own h and A (sample i's loss depends on its own query only). SimSiam:
+        the heads' BatchNorm couples the samples, so one gradient of L_C mixes every sample's loss into each row;
+        instead A is detached, pooled again and sent through the heads with the batch statistics held constant
+        (the same values), and the loss is the view-1 half of L_C (`simsiam_scoring_loss`): each row of its
+        gradient is that sample's own. The extra pass runs through pooling and heads only, never the backbone.
+        """
+        if core.config.base != "simsiam":
+            return GradCamInputs(loss_ssl, out.pooler_output, out.feature_map)
+        feature_map = out.feature_map.detach().requires_grad_(True)
+        features = core.fgssl.pool(feature_map)[0]
+        _, p1 = core.simsiam_heads(features, freeze_batch_statistics=True)
+        z2 = out.projection[feature_map.shape[0]:]
+        return GradCamInputs(obj.simsiam_scoring_loss(p1, z2), features, feature_map)
+
+    def _synthesized_pair_terms(self, core, loss_ssl, cam_inputs, v1, recon_target, h, feature_map, want_pictures):
         oa = self.objective_args
         by_map = core.config.decoder_input == "feature_map"
         # 2-5. Variance and Grad-CAM criteria, mask, perturbation of detached copies of h (and A).
         pert = obj.nuisance_perturbation(
-            loss_ssl, h, core.variance_tracker, rho_variance=oa.rho_variance, rho_gradcam=oa.rho_gradcam,
-            mask_mode=oa.mask_mode, perturbation=oa.perturbation, sigma=oa.sigma, scale=oa.noise_scale,
-            feature_map=feature_map if by_map else None,
+            cam_inputs.loss, cam_inputs.features, core.variance_tracker, rho_variance=oa.rho_variance,
+            rho_gradcam=oa.rho_gradcam, mask_mode=oa.mask_mode, perturbation=oa.perturbation, sigma=oa.sigma,
+            scale=oa.noise_scale, feature_map=cam_inputs.feature_map if by_map else None,
         )
         # 6. Synthesis and reconstruction loss; L_R reaches the encoder with a small weight.
         recon = core.decode(scale_grad(feature_map if by_map else h, oa.recon_encoder_weight))
@@ -213,20 +269,20 @@ class FGSSLTrainer(Trainer):
         weight = obj.synth_loss_weight(self.state.global_step, oa.nu, oa.synth_warmup_steps, oa.synth_ramp_steps)
         terms = {"loss_recon": loss_recon.detach(), "synth_weight": weight}
         if weight > 0 or want_pictures:
-            idx = obj.synth_subset(h.shape[0], oa.synth_fraction).to(h.device)
+            # SimSiam's BatchNorm needs two images a batch, also on the synthesized subset.
+            minimum = 2 if core.config.base == "simsiam" else 1
+            idx = obj.synth_subset(h.shape[0], oa.synth_fraction, minimum=minimum).to(h.device)
             with torch.no_grad():  # the synthesized images are inputs: L_Cp trains the encoder, not the decoder
                 x_hat = recon[idx].detach()
                 x_hat_perturbed = core.decode((pert.feature_map if by_map else pert.features)[idx])
             if weight > 0:
-                q_synth = self._synth_query(core, self._to_input_size(x_hat_perturbed))
-                k_synth = core.momentum_encode(self._to_input_size(x_hat))
-                loss_synth = obj.info_nce(q_synth, k_synth, None, oa.temperature)
+                loss_synth = self._synthesized_pair_loss(core, x_hat_perturbed, x_hat)
                 # 8. Total.
                 loss = loss + weight * loss_synth
                 terms["loss_synth"] = loss_synth.detach()
             if want_pictures:
                 self._keep_pictures(v1[idx], recon=x_hat, perturbed=x_hat_perturbed,
-                                    cam=obj.gradcam_map(loss_ssl, feature_map)[idx])
+                                    cam=obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map)[idx])
         mask = pert.mask
         terms["frac_perturbed"] = mask.float().mean()
         var = core.variance_tracker.var.unsqueeze(0).expand_as(mask)
@@ -236,12 +292,31 @@ class FGSSLTrainer(Trainer):
             terms["var_kept"] = var[~mask].mean()
         return loss, terms
 
-    def _synth_query(self, core, images: torch.Tensor) -> torch.Tensor:
-        """`g(f(x_hat'))`, optionally recomputed in backward instead of keeping its activations."""
+    def _synthesized_pair_loss(self, core, perturbed, original):
+        """L_Cp (METHOD.md step 7) of the images decoded from h' (`perturbed`) and h (`original`), n x 3 x S x S.
+
+        MoCo: the perturbed image is the query, the original one the key of the momentum branch, the other
+        synthesized keys the negatives. SimSiam: both through the encoder and heads, its symmetric loss. With
+        `synth_recompute` the online pass over the synthesized images is recomputed in backward instead of keeping
+        its activations (activation checkpointing).
+        """
+        perturbed, original = self._to_input_size(perturbed), self._to_input_size(original)
+        if core.config.base == "simsiam":
+            def pair_loss(a, b):
+                pair = core(pixel_values=a, key_pixel_values=b)
+                n = a.shape[0]
+                (z1, z2), (p1, p2) = pair.projection.split(n), pair.prediction.split(n)
+                return obj.simsiam_loss(p1, p2, z1, z2)
+
+            return self._maybe_recompute(pair_loss, perturbed, original)
         query = lambda x: core.project(core.encode(x).pooler_output)  # noqa: E731
+        q = self._maybe_recompute(query, perturbed)
+        return obj.info_nce(q, core.momentum_encode(original), None, self.objective_args.temperature)
+
+    def _maybe_recompute(self, fn, *inputs):
         if self.objective_args.synth_recompute:
-            return checkpoint(query, images, use_reentrant=False)
-        return query(images)
+            return checkpoint(fn, *inputs, use_reentrant=False)
+        return fn(*inputs)
 
     def _to_input_size(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded images (S x S) are resized up to the encoder's input size before they are encoded."""
@@ -255,6 +330,8 @@ class FGSSLTrainer(Trainer):
     @torch.no_grad()
     def momentum_and_queue_step(self):
         core = self.accelerator.unwrap_model(self.model)
+        if not core.has_momentum_branch:  # SimSiam: no momentum branch, no queue
+            return
         core.update_momentum()
         if self.pending_keys:
             core.enqueue(torch.cat(self.pending_keys))
@@ -327,4 +404,4 @@ def _model_image_size(config) -> int:
     return size[0] if isinstance(size, (list, tuple)) else int(size)
 
 
-__all__ = ["FGSSLTrainer", "ObjectiveArguments", "MomentumQueueCallback", "METHODS", "scale_grad"]
+__all__ = ["FGSSLTrainer", "ObjectiveArguments", "MomentumQueueCallback", "METHODS", "GradCamInputs", "scale_grad"]

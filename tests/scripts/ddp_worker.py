@@ -22,11 +22,11 @@ from fgssl.training.data import collate_uint8  # noqa: E402
 from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments  # noqa: E402
 
 
-def main(out_dir: str, steps: int, batch: int):
+def main(out_dir: str, steps: int, batch: int, base: str = "moco"):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     data = Dataset.from_dict({"pixel_values": images.numpy(), "labels": [0] * 64}).with_format("torch")
-    model = FGSSLForPreTraining(tiny_fgssl_config("vit", queue_size=64))
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", queue_size=64, base=base))
     args = TrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-3,
         report_to="none", save_strategy="no", use_cpu=True, ddp_backend="gloo", remove_unused_columns=False,
@@ -47,20 +47,22 @@ def main(out_dir: str, steps: int, batch: int):
     trainer.accelerator.gather = recording_gather
     trainer.train()
     rank = dist.get_rank()
-    torch.save(
-        {
-            "world_size": dist.get_world_size(),
-            "running_var": model.variance_tracker.running_var.clone(),
-            "running_mean": model.variance_tracker.running_mean.clone(),
-            "online": torch.cat([p.detach().flatten() for p in model.fgssl.parameters()]),
-            "momentum": torch.cat([p.detach().flatten() for p in model.momentum_encoder.parameters()]),
-            "queue": model.queue.clone(),
-            "queue_ptr": int(model.queue_ptr),
-            "local_keys": torch.cat(local_keys),
-        },
-        Path(out_dir) / f"rank{rank}.pt",
-    )
+    state = {
+        "world_size": dist.get_world_size(),
+        "running_var": model.variance_tracker.running_var.clone(),
+        "running_mean": model.variance_tracker.running_mean.clone(),
+        "online": torch.cat([p.detach().flatten() for p in model.fgssl.parameters()]),
+        "heads": torch.cat([p.detach().flatten() for p in model.projector.parameters()]),
+    }
+    if model.has_momentum_branch:
+        state.update(
+            momentum=torch.cat([p.detach().flatten() for p in model.momentum_encoder.parameters()]),
+            queue=model.queue.clone(), queue_ptr=int(model.queue_ptr), local_keys=torch.cat(local_keys),
+        )
+    else:
+        state["predictor"] = torch.cat([p.detach().flatten() for p in model.predictor.parameters()])
+    torch.save(state, Path(out_dir) / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])
