@@ -19,6 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import objective as obj
 from .augment import TwoViewAugment
+from .portable import SafeSaveMixin
 
 METHODS = ("moco", "lcr", "fgssl")
 
@@ -117,11 +118,13 @@ def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
     return detached if weight == 0.0 else detached + weight * (x - detached)
 
 
-class FGSSLTrainer(Trainer):
+class FGSSLTrainer(SafeSaveMixin, Trainer):
     """Trainer for `FGSSLForPreTraining` with the objective of METHOD.md (`method="fgssl"`) or a baseline.
 
     Batches hold `pixel_values` as uint8 (decoded and resized once by `training.data`); the two augmented views are
-    drawn on the training device.
+    drawn on the training device. Every save (checkpoints, final folder) also writes the image processor
+    (`processing_class`, default `training.processor.build_image_processor(image_size)`) and a `training_args.bin`
+    without the Hub token or absolute paths (`SafeSaveMixin`).
     """
 
     def __init__(self, model=None, args: TrainingArguments = None, objective_args: ObjectiveArguments = None,
@@ -144,9 +147,14 @@ class FGSSLTrainer(Trainer):
                 # forward: compile those modules in place, and keep accelerate from compiling the wrapper again.
                 compile_networks(model)
                 args.torch_compile = False
+        size = image_size or _model_image_size(config)
+        if kwargs.get("processing_class") is None:
+            # Saved by Trainer with the model in every checkpoint and the final folder (preprocessor_config.json).
+            from .processor import build_image_processor
+
+            kwargs["processing_class"] = build_image_processor(size)
         super().__init__(model=model, args=args, **kwargs)
         self.model_accepts_loss_kwargs = False
-        size = image_size or _model_image_size(config)
         self.augment = oa.augmentation(size).to(self.args.device)
         self.image_size = size
         self.pending_keys: list[torch.Tensor] = []
