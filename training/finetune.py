@@ -220,15 +220,15 @@ def save_finetuned(model, output_dir, image_processor=None) -> dict[str, str]:
 
     output_dir = Path(output_dir)
     if isinstance(model, PeftModel):
-        # peft records the base model's path in adapter_config.json and its card: not this machine's layout.
-        for config in model.peft_config.values():
-            if config.base_model_name_or_path:
-                config.base_model_name_or_path = portable_path(config.base_model_name_or_path)
-        base = model.get_base_model()
-        for holder in (base, base.config):
-            if getattr(holder, "name_or_path", None):
-                holder.name_or_path = portable_path(holder.name_or_path)
         model.save_pretrained(output_dir / "adapter")
+        # peft records the base model's path in adapter_config.json and its card: written portable, after the save
+        # (peft reads the base model's files from that path while it saves).
+        bases = {config.base_model_name_or_path for config in model.peft_config.values()}
+        for base in sorted(b for b in bases if b and Path(b).is_absolute()):
+            for name in ("adapter_config.json", "README.md"):
+                path = output_dir / "adapter" / name
+                if path.is_file():
+                    path.write_text(path.read_text().replace(base, portable_path(base)))
         merged = model.merge_and_unload()
         merged.save_pretrained(output_dir / "merged")
         paths = {"adapter": str(output_dir / "adapter"), "merged": str(output_dir / "merged")}
