@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `training`, `modeling` and `benchmarks` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.summarize import METRICS, write_summary  # noqa: E402
+from benchmarks.summarize import METRICS, repo_relative_paths, write_summary  # noqa: E402
 
 DEFAULT_CONFIG = "configs/cub100_cpu.yaml"
 #: Benchmark method name -> pretrain arguments. The simsiam rows: the same methods on the SimSiam base.
@@ -579,7 +579,7 @@ def calibrate(args: argparse.Namespace) -> dict:
             print(f"  {method}: {run.get('status')} ({run.get('error')})")
     out = Path(args.out) / "calibration" / f"{tag}-seed{seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(verdict, indent=2, default=str) + "\n")
+    out.write_text(json.dumps(repo_relative_paths(verdict), indent=2, default=str) + "\n")
     print(f"  wrote {out}")
     return verdict
 

@@ -12,7 +12,7 @@
 #   bash benchmarks/gpu_check.sh prepare   # HERE (CPU machine with the package registry), once, before the GPU call:
 #                                          # wheels the GPU image lacks -> .whl/, a 128 px copy of cub100 -> .gpu_data/
 #   bash benchmarks/gpu_check.sh           # on the GPU machine (device tool: carry [".whl", ".gpu_data"])
-#   DRY_RUN=1 PYTHON=/work/venv/bin/python bash benchmarks/gpu_check.sh   # the same logic on CPU, tiny sizes
+#   DRY_RUN=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh   # the same logic on CPU, tiny sizes
 #
 # Writes at most 8 files (the device tool returns 8) under ${OUT:-benchmarks/results/gpu}: gpu_check_<card>.md
 # (summary), gpu_check.log, the two step-cost JSONs and PNGs, cub100_run_<card>.json and its pictures.

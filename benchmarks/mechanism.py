@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import cub100  # noqa: E402
-from benchmarks.summarize import mean_std, method_sort_key, write_summary  # noqa: E402
+from benchmarks.summarize import mean_std, method_sort_key, repo_relative_paths, write_summary  # noqa: E402
 from fgssl.training.evaluation import json_safe  # noqa: E402
 
 CATEGORICAL_FACTORS = ("background", "facing")
@@ -498,7 +498,7 @@ def main(argv=None) -> dict:
     mechanism = {"analyses": analyses, "seconds": round(time.time() - started, 1),
                  "settings": {"passes": args.passes, "bins": NUM_BINS, "permutations": NUM_PERMUTATIONS,
                               "config": cub100.repo_relative(bench.config), "extra": bench.extra}}
-    (out_dir / "mechanism.json").write_text(json.dumps(json_safe(mechanism), indent=1) + "\n")
+    (out_dir / "mechanism.json").write_text(json.dumps(json_safe(repo_relative_paths(mechanism)), indent=1) + "\n")
     text = mechanism_markdown(analyses)
     text += (f"\nRuns: `{shlex.join(bench.extra) or 'no overrides'}` on `{Path(bench.config).name}`; "
              f"this invocation took {mechanism['seconds'] / 60:.1f} min.\n")

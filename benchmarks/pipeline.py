@@ -49,6 +49,7 @@ from benchmarks.step_cost import (  # noqa: E402
     timed,
     training_step,
 )
+from fgssl.training.portable import portable_path  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cub100"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -187,7 +188,9 @@ def run_pipeline_benchmark(settings: BenchSettings, data_dir: Path = DEFAULT_DAT
     fastest = min(steps.values(), key=lambda s: s["median_ms"])
     result = {
         "benchmark": "pipeline",
-        "settings": {**vars(settings), "data": str(data_dir), "dataloader_num_workers": num_workers},
+        # Relative to the repository (e.g. ../shared/data/cub100): results are committed.
+        "settings": {**vars(settings), "data": portable_path(data_dir, REPO_ROOT, parents=1),
+                     "dataloader_num_workers": num_workers},
         "machine": machine_info(settings.device),
         "stages": {
             "jpeg_decode (one-time)": decode,

@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.mechanism import load_pretraining_run  # noqa: E402
+from benchmarks.summarize import repo_relative_paths  # noqa: E402
 from fgssl.training.evaluation import json_safe  # noqa: E402
 
 
@@ -188,7 +189,7 @@ def main(argv=None) -> list[dict]:
         sheet = args.out / f"{args.name}_{run_dir.parent.name}_{run_dir.name}.png"
         rows.append(analyse(run_dir, split, args.num_images, args.batch_size, args.seed, sheet=sheet))
         print(json.dumps({k: rows[-1][k] for k, _ in COLUMNS}), flush=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(json_safe(rows), indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(json_safe(repo_relative_paths(rows)), indent=2) + "\n")
     (args.out / f"{args.name}.md").write_text(markdown(rows))
     print(markdown(rows))
     print(f"wrote {args.out / (args.name + '.md')}")

@@ -6,15 +6,30 @@ Two inputs (METHOD.md, "Decoder", [choice] `decoder_input`):
   It keeps where things are, so far more of the image survives.
 Then diffusers' `UpDecoderBlock2D`s, like the VAE decoder (`diffusers/models/autoencoders/vae.py`). A diffusers
 `ModelMixin` + `ConfigMixin`: it saves and loads on its own in diffusers format.
+
+`save_pretrained` also writes this file and an `auto_map` into the folder, so a Python without fgssl loads a saved
+decoder with `diffusers.AutoModel.from_pretrained(folder, trust_remote_code=True)`.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
 from torch import nn
+
+# In a try block: transformers' remote-code loader skips imports inside `try` when it checks that a Hub model's
+# files can be imported, so an encoder-only user (who never builds the decoder) does not need diffusers.
+try:
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
+except ImportError as err:  # pragma: no cover - exercised in a subprocess without diffusers
+    raise ImportError(
+        "The fgssl decoder (FGSSLConfig.use_decoder=True) needs diffusers: `pip install diffusers`. Loading the "
+        "encoder alone (AutoModel) does not."
+    ) from err
 
 INPUT_TYPES = ("vector", "map")
 
@@ -103,5 +118,20 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
             x = block(x)
         return self.conv_out(self.act(self.norm_out(x)))
 
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        # `auto_map` tells loaders where the code is; it is no constructor argument (diffusers would warn).
+        config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' `save_pretrained`, plus this code file so the folder loads without fgssl (see module doc)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", args[0] if args else True):
+            shutil.copyfile(Path(__file__), Path(save_directory) / Path(__file__).name)
+
+
+# config.json gets `"auto_map": {"AutoModel": "decoder_fgssl.FGSSLDecoder"}` (diffusers' remote-code convention).
+FGSSLDecoder.register_for_auto_class("AutoModel")
 
 __all__ = ["FGSSLDecoder"]

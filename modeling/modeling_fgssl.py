@@ -1,7 +1,9 @@
 """FGSSL models: the encoder `f`, the classifier built on it, and the pre-training model of METHOD.md.
 
 One readable file, config-driven, in the style of transformers' `modeling_vit.py`. Self-contained (torch,
-transformers, diffusers and the two sibling files only), so `save_pretrained` can copy it to the Hub as remote code.
+transformers and the two sibling files only), so `save_pretrained` can copy it to the Hub as remote code. The
+decoder (diffusers) is imported only when a model is built with `use_decoder=True`, so loading the encoder needs
+torch and transformers alone.
 
 Shapes: B batch, C feature size (`config.hidden_size`), H x W final feature-map grid, d projector size,
 K queue length, S decoded image side.
@@ -10,6 +12,7 @@ K queue length, S decoded image side.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +24,6 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_fgssl import FGSSLConfig
-from .decoder_fgssl import FGSSLDecoder
 
 # Token backbones: (number of patch-grid strides to apply) is read from their config.
 _TOKEN_BACKBONES = ("vit", "dinov2", "dinov2_with_registers", "swin")
@@ -294,7 +296,11 @@ class FGSSLPreTrainedModel(PreTrainedModel):
                 f"{backbone_name_or_path} is already an fgssl checkpoint; load it with "
                 f"{cls.__name__}.from_pretrained instead."
             )
-        config = FGSSLConfig(backbone_config=backbone.config.to_dict(), **config_kwargs)
+        backbone_config = backbone.config.to_dict()
+        if os.path.isabs(str(backbone_config.get("_name_or_path", ""))):
+            # A local folder names this machine, not the weights; saved configs travel (a Hub id is kept).
+            backbone_config.pop("_name_or_path")
+        config = FGSSLConfig(backbone_config=backbone_config, **config_kwargs)
         model = cls(config)
         encoder = model.get_encoder_model()
         state = {k: v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
@@ -451,6 +457,11 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
         self.variance_tracker = VarianceTracker(c, config.variance_momentum)
         self.decoder = None
         if config.use_decoder:
+            # Imported here, not at the top: the encoder (and a pre-training model without a decoder) must load
+            # without diffusers. The line stays a plain relative import so that transformers' remote-code loader
+            # still finds it and copies decoder_fgssl.py next to this file.
+            from .decoder_fgssl import FGSSLDecoder
+
             self.decoder = FGSSLDecoder(
                 in_features=c,
                 base_size=config.decoder_base_size,

@@ -11,7 +11,9 @@ logger = logging.getLogger(__name__)
 
 class KNNMonitorCallback(TrainerCallback):
     """Online kNN monitor: every `every_steps` optimiser steps, weighted-kNN top-1 of the current encoder with a
-    labelled bank (a slice of the train split) and queries (a slice of the eval split), logged as `monitor_knn_top1`.
+    labelled bank (a slice of the train split) and queries (a slice of the eval split), logged as `monitor_knn_top1`
+    through `Trainer.log`: it reaches every `report_to` integration (TensorBoard, W&B, ...), `log_history` and
+    training_curves.png like the loss terms.
 
     For watching a run only: the reported numbers come from the final evaluation, never from this monitor.
     """
@@ -44,4 +46,4 @@ class KNNMonitorCallback(TrainerCallback):
             return
         accuracy = self.measure()
         logger.info("step %d: online kNN top-1 %.4f", state.global_step, accuracy)
-        state.log_history.append({"monitor_knn_top1": accuracy, "step": state.global_step})
+        self.trainer.log({"monitor_knn_top1": round(float(accuracy), 5)})

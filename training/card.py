@@ -16,6 +16,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..hub_cards import MODEL_CARD_TEMPLATE
+from .portable import portable_path
+from .processor import PROCESSOR_CONFIG_NAME, processor_image_size
 
 #: metric key -> (task_type, task_name, metric_type, metric_name) of the model-index entry.
 RESULT_SPECS = {
@@ -30,6 +32,9 @@ RESULT_SPECS = {
 #: Where the picture of synthesized pairs may be, relative to the model folder (first match wins).
 PAIRS_IMAGE_PATTERNS = ("*synth*pair*.png", "*pairs*.png", "*synth*.png")
 TRAINING_CONFIG_NAMES = ("training_config.json", "fgssl_training_config.json")
+#: The first line of every card this module writes: fgssl-push renders such a card again with the repository id;
+#: a README.md without it is the user's own and is left alone.
+CARD_MARKER = "<!-- fgssl model card"
 
 METHOD_DESCRIPTIONS = {
     "fgssl": (
@@ -135,16 +140,15 @@ def eval_results_for_card(results: dict, dataset_type: str, dataset_name: str) -
     return entries
 
 
-def _config_rows(config: dict, training_config: dict) -> list[tuple[str, str]]:
-    """(setting, value) rows: the model's fgssl config, then the pre-training settings."""
+def _config_rows(config: dict, training_config: dict, image_size: int) -> list[tuple[str, str]]:
+    """(setting, value) rows: the model's fgssl config, the trained input size, then the pre-training settings."""
     rows = []
-    backbone = config.get("backbone_config", {})
     for key in ("base", "pooling", "projector_hidden_size", "projector_dim", "momentum", "queue_size", "use_decoder",
-                "decoder_base_size", "decoder_block_out_channels"):
+                "decoder_input", "decoder_base_size", "decoder_block_out_channels"):
         if key in config:
             rows.append((key, config[key]))
-    if backbone.get("image_size"):
-        rows.append(("backbone image_size", backbone["image_size"]))
+    # The size trained at (a backbone config's own image_size is often its library default, e.g. 224).
+    rows.append(("image_size", image_size))
     rows += [(key, value) for key, value in training_config.items() if not isinstance(value, dict)]
     return [(str(k), f"`{v}`") for k, v in rows]
 
@@ -185,7 +189,8 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
     results = load_eval_results(model_dir, eval_results)
     settings = results.get("settings", {})
     training = load_training_config(model_dir, training_config)
-    dataset_name = dataset_name or training.get("dataset_name") or settings.get("dataset_name")
+    dataset_name = (dataset_name or training.get("dataset_name") or training.get("dataset")
+                    or settings.get("dataset_name"))
     data_label = Path(dataset_name).name if dataset_name and not is_hub_id(dataset_name) else dataset_name
     eval_dataset = settings.get("dataset_name") or dataset_name or "unknown"
     eval_label = Path(eval_dataset).name if not is_hub_id(eval_dataset) else eval_dataset
@@ -224,11 +229,15 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         for k in RESULT_SPECS if _metric_value(results.get(k)) is not None
     ]
     hidden = (backbone.get("hidden_sizes") or [backbone.get("hidden_size")])[-1]
+    image_size = _input_size(model_dir, config, training)
     return ModelCard.from_template(
         card_data,
         template_path=str(MODEL_CARD_TEMPLATE),
         model_name=model_name,
-        repo_id=repo_id or str(model_dir),
+        # Before the push the snippet names the folder as the user would type it, never this machine's layout.
+        repo_id=repo_id or portable_path(model_dir.resolve()),
+        has_processor=(model_dir / PROCESSOR_CONFIG_NAME).is_file(),
+        image_size=image_size,
         summary=_summary(architecture, backbone.get("model_type", "vision"), method, results.get("settings", {})),
         method_name=method,
         method_description=METHOD_DESCRIPTIONS.get(method, METHOD_DESCRIPTIONS["fgssl"]),
@@ -242,7 +251,7 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         ),
         base_model=base_model,
         license=license,
-        config_rows=_config_rows(config, training),
+        config_rows=_config_rows(config, training, image_size),
         pairs_image=pairs_link,
         results_rows=results_rows,
         knn_k=settings.get("knn_k", 20),
@@ -251,6 +260,19 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         eval_image_size=settings.get("image_size"),
         intended_use=INTENDED_USE.format(data=f"`{data_label}`" if data_label else "its training images"),
     )
+
+
+def _input_size(model_dir: Path, config: dict, training: dict) -> int:
+    """The side the encoder was trained at: the saved image processor's, else the config's, else 224."""
+    size = (processor_image_size(model_dir) or config.get("image_size") or training.get("model", {}).get("image_size")
+            or config.get("backbone_config", {}).get("image_size") or 224)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def is_fgssl_card(path) -> bool:
+    """True when `path` is a README.md written by this module (so it may be rendered again)."""
+    path = Path(path)
+    return path.is_file() and CARD_MARKER in path.read_text(encoding="utf-8", errors="replace")
 
 
 def _is_inside(path: Path, folder: Path) -> bool:

@@ -369,7 +369,14 @@ def results_markdown(results: dict) -> str:
 
 
 def write_results(results: dict, output_dir) -> tuple[Path, Path]:
-    """Write eval_results.json and eval_results.md into output_dir (created); returns both paths."""
+    """Write eval_results.json and eval_results.md into output_dir (created); returns both paths.
+
+    Absolute paths in the results (model, dataset) are written relative to the working directory, or as their
+    name (training.portable): the files travel with the model to the Hub.
+    """
+    from .portable import portable
+
+    results = portable(results)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / RESULTS_JSON, output_dir / RESULTS_MD

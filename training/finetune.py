@@ -28,6 +28,8 @@ from .augment import eval_transform, normalize_images
 from .cli import ArgumentParser, UsageError, console_entry, usage_errors
 from .data import DatasetFormatArguments
 from .metrics import load_metric
+from .portable import SafeSaveMixin, portable, portable_path
+from .processor import build_image_processor
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +170,9 @@ def compute_accuracy(eval_prediction) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- training
 
 
-class _EvalCollatorTrainer(Trainer):
-    """Trainer whose evaluation batches use the deterministic view instead of the training augmentation."""
+class _EvalCollatorTrainer(SafeSaveMixin, Trainer):
+    """Trainer whose evaluation batches use the deterministic view instead of the training augmentation; saves the
+    image processor with every checkpoint and no Hub token (SafeSaveMixin)."""
 
     def __init__(self, *args, eval_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -203,11 +206,13 @@ def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_da
         data_collator=ClassificationCollator(image_size, train=True),
         eval_collator=ClassificationCollator(image_size, train=False),
         compute_metrics=compute_accuracy,
+        processing_class=build_image_processor(image_size),
     )
 
 
-def save_finetuned(model, output_dir) -> dict[str, str]:
-    """Save the result: for LoRA the adapter (O/adapter) and the merged model (O/merged); else O/model.
+def save_finetuned(model, output_dir, image_processor=None) -> dict[str, str]:
+    """Save the result: for LoRA the adapter (O/adapter) and the merged model (O/merged); else O/model. The image
+    processor (training.processor) is saved into each folder when given.
 
     Returns {"adapter": path, "merged": path} or {"model": path}.
     """
@@ -216,11 +221,24 @@ def save_finetuned(model, output_dir) -> dict[str, str]:
     output_dir = Path(output_dir)
     if isinstance(model, PeftModel):
         model.save_pretrained(output_dir / "adapter")
+        # peft records the base model's path in adapter_config.json and its card: written portable, after the save
+        # (peft reads the base model's files from that path while it saves).
+        bases = {config.base_model_name_or_path for config in model.peft_config.values()}
+        for base in sorted(b for b in bases if b and Path(b).is_absolute()):
+            for name in ("adapter_config.json", "README.md"):
+                path = output_dir / "adapter" / name
+                if path.is_file():
+                    path.write_text(path.read_text().replace(base, portable_path(base)))
         merged = model.merge_and_unload()
         merged.save_pretrained(output_dir / "merged")
-        return {"adapter": str(output_dir / "adapter"), "merged": str(output_dir / "merged")}
-    model.save_pretrained(output_dir / "model")
-    return {"model": str(output_dir / "model")}
+        paths = {"adapter": str(output_dir / "adapter"), "merged": str(output_dir / "merged")}
+    else:
+        model.save_pretrained(output_dir / "model")
+        paths = {"model": str(output_dir / "model")}
+    if image_processor is not None:
+        for path in paths.values():
+            image_processor.save_pretrained(path)
+    return paths
 
 
 @dataclass
@@ -314,7 +332,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
     trainer = make_trainer(model, training_args, train, data.eval, image_size)
     train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = trainer.evaluate() if data.eval is not None else {}
-    paths = save_finetuned(trainer.model, training_args.output_dir)
+    paths = save_finetuned(trainer.model, training_args.output_dir, trainer.processing_class)
     results = {
         "accuracy": metrics.get("eval_accuracy"),
         "settings": {
@@ -329,7 +347,9 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
     }
     from .runinfo import atomic_write_json
 
-    atomic_write_json(Path(training_args.output_dir) / RESULTS_JSON, results)
+    # No absolute machine path in a file that may be pushed or shared: saved folders relative to the output folder.
+    shared = {**portable(results), "saved": {name: Path(path).name for name, path in paths.items()}}
+    atomic_write_json(Path(training_args.output_dir) / RESULTS_JSON, shared)
     if push_repo is not None:
         from .push import push_to_hub
 

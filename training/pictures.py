@@ -75,24 +75,75 @@ def save_pair_sheet(pictures: dict[str, torch.Tensor], path: str | Path, title: 
     return path
 
 
-def plot_training_curves(log_history: list[dict], path: str | Path) -> Path | None:
-    """Every logged loss term against the optimiser step, one panel per term."""
-    keys = [k for k in ("loss", "loss_ssl", "loss_recon", "loss_synth", "loss_lcr", "frac_perturbed", "learning_rate")
-            if any(k in row for row in log_history)]
+#: Panels of training_curves.png, in order (those never logged are left out).
+CURVE_KEYS = ("loss", "loss_ssl", "loss_recon", "loss_synth", "loss_lcr", "frac_perturbed", "monitor_knn_top1",
+              "learning_rate")
+#: Terms drawn raw (faint) plus smoothed: per-batch losses are noisy.
+SMOOTHED_KEYS = ("loss", "loss_ssl", "loss_recon", "loss_synth", "loss_lcr")
+
+
+def smooth(values, weight: float | None = None) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard's smoothing).
+
+    `weight` defaults to one that averages over about a tenth of the points (at most 0.9), so short and long runs
+    both show the trend.
+    """
+    values = [float(v) for v in values]
+    if weight is None:
+        weight = min(0.9, max(0.0, 1.0 - 10.0 / max(len(values), 1)))
+    out, average = [], 0.0
+    for i, value in enumerate(values, start=1):
+        average = weight * average + (1.0 - weight) * value
+        out.append(average / (1.0 - weight**i) if weight > 0 else value)
+    return out
+
+
+def _mark_synth_schedule(ax, synth_schedule, last_step) -> None:
+    """Shade the synthesized-pair warm-up (L_Cp off) and the ramp of its weight from 0 to nu."""
+    warmup, ramp = synth_schedule
+    if warmup > 0:
+        ax.axvspan(0, min(warmup, last_step), color="0.85", lw=0, zorder=0, label="L_Cp off (warm-up)")
+    if ramp > 0 and warmup < last_step:
+        ax.axvspan(warmup, min(warmup + ramp, last_step), color="0.93", lw=0, zorder=0, label="L_Cp weight ramp")
+
+
+def plot_training_curves(log_history: list[dict], path: str | Path,
+                         synth_schedule: tuple[int, int] | None = None) -> Path | None:
+    """Every logged loss term (and the kNN monitor) against the optimiser step, one panel per term.
+
+    Noisy loss terms are drawn faint with their smoothed curve on top; `synth_schedule` = (warm-up steps, ramp
+    steps) of the synthesized-pair loss shades both phases in every panel.
+    """
+    keys = [k for k in CURVE_KEYS if any(k in row for row in log_history)]
     if not keys:
         return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.6), squeeze=False)
+    last_step = max((row.get("step", 0) for row in log_history), default=0)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
+        if synth_schedule and last_step > 0:
+            _mark_synth_schedule(ax, synth_schedule, last_step)
         points = [(row["step"], row[key]) for row in log_history if key in row and "step" in row]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="." if len(xs) < 30 else None)
+            if key in SMOOTHED_KEYS and len(xs) >= 5:
+                ax.plot(xs, ys, color="C0", alpha=0.3, lw=0.8)
+                ax.plot(xs, smooth(ys), color="C0", lw=1.5)
+            else:
+                ax.plot(xs, ys, color="C0", marker="." if len(xs) < 30 else None)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.tight_layout()
+    if synth_schedule and last_step > 0 and any(synth_schedule):
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+            fig.tight_layout(rect=(0, 0.08, 1, 1))
+        else:
+            fig.tight_layout()
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

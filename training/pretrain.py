@@ -437,17 +437,25 @@ def add_knn_monitor(trainer, data, data_args, image_size: int) -> None:
 
 
 def save_outputs(trainer, model, data, data_args, model_args, objective_args, train_result, started) -> dict:
-    """The final save: pre-training model, encoder, decoder (diffusers), pictures, curves, metrics, card."""
+    """The final save: pre-training model, encoder, decoder (diffusers), pictures, curves, metrics, card.
+
+    The model folder and encoder/ carry the image processor (preprocessor_config.json); decoder/ carries its code
+    file. No file holds an absolute path of this machine (training.portable) or the Hub token.
+    """
     from .pictures import plot_training_curves
+    from .portable import portable
 
     output_dir = Path(trainer.args.output_dir)
-    trainer.save_model(str(output_dir))
+    trainer.save_model(str(output_dir))  # model, config, remote code, image processor, training_args.bin
     model.fgssl.save_pretrained(output_dir / "encoder")
+    if trainer.processing_class is not None:
+        trainer.processing_class.save_pretrained(output_dir / "encoder")
     if model.decoder is not None:
         model.decoder.save_pretrained(output_dir / "decoder")
     pictures = trainer.write_pictures(output_dir / "pictures")
-    curves = plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
-    training_config = dict(
+    curves = plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png",
+                                  synth_schedule=trainer.synth_schedule())
+    training_config = portable(dict(
         method=objective_args.method,
         dataset=data_args.dataset_name or "embedded-synthetic",
         data=data.source,
@@ -458,7 +466,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         learning_rate=trainer.args.learning_rate,
         objective=asdict(objective_args),
         model=asdict(model_args),
-    )
+    ))
     runinfo.atomic_write_json(output_dir / "training_config.json", training_config, default=str)
     metrics = dict(train_result.metrics)
     metrics.update(
@@ -473,7 +481,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
     output_std = next((row["output_std"] for row in reversed(trainer.state.log_history) if "output_std" in row), None)
     if output_std is not None:
         metrics["output_std"] = output_std
-    runinfo.atomic_write_json(output_dir / "train_results.json", metrics, default=str)
+    runinfo.atomic_write_json(output_dir / "train_results.json", portable(metrics), default=str)
     results = {"pictures": str(pictures) if pictures else None, "curves": str(curves) if curves else None,
                "train_results": str(output_dir / "train_results.json")}
     if data_args.run_evaluation and data.eval is not None and data.label_column is not None:

@@ -3,14 +3,17 @@
     fgssl-push <dir> <repo_id> [--private] [--token T] [--commit_message M] [--no_card]
 
 `push_to_hub(dir, repo_id, ...)` is the library function the pre-training and fine-tuning CLIs call after
-saving locally; `check_hub_access()` is what they call BEFORE training when asked to push, so that a missing
-token fails in seconds instead of after hours. Both raise HubPushError with the cause and the fix; the local
+saving locally: it uploads an allow-list (ALLOW_PATTERNS: weights, configs, code, image processor, card, results,
+pictures, encoder/ and decoder/), never stray files, and renders the card with the repository id.
+`check_hub_access()` is what they call BEFORE training when asked to push, so that a missing token fails in
+seconds instead of after hours. Both raise HubPushError with the cause and the fix; the local
 files are never touched by a failed push.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -27,7 +30,24 @@ NO_TOKEN_MESSAGE = (
 OFFLINE_MESSAGE = (
     "HF_HUB_OFFLINE is set, so the Hub cannot be reached. Unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) to push."
 )
-#: Folders and files that are local training state, not part of the published model.
+logger = logging.getLogger(__name__)
+
+#: A model folder's own files (save_pretrained of a transformers / peft model, remote code, image processor).
+MODEL_FILES = ("config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+               "configuration_fgssl.py", "modeling_fgssl.py", "decoder_fgssl.py", "preprocessor_config.json",
+               "adapter_config.json", "adapter_model.safetensors")
+#: The decoder folder (diffusers format plus its code file).
+DECODER_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*-of-*.safetensors",
+                 "diffusion_pytorch_model.safetensors.index.json", "decoder_fgssl.py")
+#: The card and what it shows: results, curves, pictures of synthesized pairs.
+RESULT_FILES = ("README.md", "train_results.json", "training_config.json", "eval_results.json", "eval_results.md",
+                "finetune_results.json", "training_curves.png", "pairs_step*.png", "pictures/pairs_step*.png",
+                "eval/eval_results.json", "eval/eval_results.md")
+#: Exactly what is uploaded (upload_folder's allow_patterns, fnmatch on paths relative to the folder). No pattern
+#: starts with a wildcard, so each is anchored at the folder's top.
+ALLOW_PATTERNS = [*MODEL_FILES, *RESULT_FILES, *(f"encoder/{name}" for name in MODEL_FILES),
+                  *(f"decoder/{name}" for name in DECODER_FILES)]
+#: Local training state, never uploaded even where an allow pattern would match.
 IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pt", "*.pth", "optimizer.*", "scheduler.*",
                    "rng_state*", "trainer_state.json", "training_args.bin", ".git/**", "__pycache__/**"]
 
@@ -102,11 +122,12 @@ def ensure_remote_code(folder) -> list[str]:
 def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool | None = None,
                 commit_message: str | None = None, write_card: bool = True, card_kwargs: dict | None = None,
                 revision: str | None = None) -> str:
-    """Upload `folder` (weights, config, remote code, README.md card) to the model repo `repo_id`.
+    """Upload `folder` (weights, config, remote code, image processor, README.md card, results) to `repo_id`.
 
-    The token is checked first (before anything is written or sent). A model card is rendered into the folder when
-    it has none and write_card is True (card_kwargs go to training.card.write_model_card). Training state
-    (checkpoint-*, optimizer files, runs/) is not uploaded.
+    The token is checked first (before anything is written or sent). With write_card, the card is rendered into
+    the folder with the repository's full id (after the repository exists) unless the folder holds a README.md of
+    the user's own (card_kwargs go to training.card.write_model_card). Only ALLOW_PATTERNS are uploaded: training
+    state (checkpoint-*, optimizer files, runs/) and stray files stay local.
 
     Returns:
         the URL of the commit.
@@ -121,17 +142,17 @@ def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool | 
         raise FileNotFoundError(f"{folder} is not a folder; pass the directory written by save_pretrained.")
     token = check_hub_access(token)
     ensure_remote_code(folder)
-    if write_card and not (folder / "README.md").is_file():
-        from .card import write_model_card
-
-        write_model_card(folder, repo_id=repo_id, **(card_kwargs or {}))
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        # "name" alone lands in the token owner's namespace: the card shows the full id users will type.
+        repo_id = getattr(repo_url, "repo_id", None) or repo_id
+        if write_card:
+            write_card_for_push(folder, repo_id, card_kwargs)
         commit = api.upload_folder(
             folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
             commit_message=commit_message or f"Upload fgssl model from {folder.name}",
-            ignore_patterns=IGNORE_PATTERNS,
+            allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS,
         )
     except _network_error_types() as err:
         raise HubPushError(
@@ -139,6 +160,23 @@ def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool | 
             f"retry with `fgssl-push {folder} {repo_id}` once the Hub is reachable and the token can write there."
         ) from err
     return str(getattr(commit, "commit_url", commit))
+
+
+def write_card_for_push(folder, repo_id: str, card_kwargs: dict | None = None) -> Path | None:
+    """Render the card into folder/README.md for `repo_id`, unless README.md is the user's own (kept as it is).
+
+    A README.md is ours when a run recorded it unchanged (training.runinfo) or it still has the card's marker line.
+    """
+    from . import runinfo
+    from .card import is_fgssl_card, write_model_card
+
+    readme = Path(folder) / "README.md"
+    if readme.is_file() and not (runinfo.readme_is_ours(folder) or is_fgssl_card(readme)):
+        logger.warning("%s is not an fgssl card (no '<!-- fgssl model card' line): uploading it unchanged.", readme)
+        return None
+    path = write_model_card(folder, repo_id=repo_id, **(card_kwargs or {}))
+    runinfo.record_card(folder, path)  # the next run into this folder may still replace it
+    return path
 
 
 def build_parser() -> SimpleArgumentParser:

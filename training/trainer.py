@@ -21,6 +21,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import objective as obj
 from .augment import TwoViewAugment
+from .portable import SafeSaveMixin
 
 #: What is added to the base objective (config.base, MoCo v2 or SimSiam): nothing ("moco", the name from before
 #: SimSiam existed), LCR, or the synthesized pairs of this method.
@@ -76,7 +77,9 @@ class ObjectiveArguments:
     color_jitter_p: float = field(default=0.8, metadata={"help": "Probability of colour jitter."})
     grayscale_p: float = field(default=0.2, metadata={"help": "Probability of grayscale."})
     blur_p: float = field(default=0.5, metadata={"help": "Probability of Gaussian blur."})
-    picture_steps: int = field(default=0, metadata={"help": "Write a PNG sheet every N steps (0: at the end only)."})
+    picture_steps: int = field(
+        default=0, metadata={"help": "Write a PNG sheet every N steps (0: about 4 over the run); the last step too."}
+    )
 
     def __post_init__(self):
         self.method = METHOD_ALIASES.get(self.method, self.method)
@@ -135,11 +138,13 @@ def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
     return detached if weight == 0.0 else detached + weight * (x - detached)
 
 
-class FGSSLTrainer(Trainer):
+class FGSSLTrainer(SafeSaveMixin, Trainer):
     """Trainer for `FGSSLForPreTraining` with the objective of METHOD.md (`method="fgssl"`) or a baseline.
 
     Batches hold `pixel_values` as uint8 (decoded and resized once by `training.data`); the two augmented views are
-    drawn on the training device.
+    drawn on the training device. Every save (checkpoints, final folder) also writes the image processor
+    (`processing_class`, default `training.processor.build_image_processor(image_size)`) and a `training_args.bin`
+    without the Hub token or absolute paths (`SafeSaveMixin`).
     """
 
     def __init__(self, model=None, args: TrainingArguments = None, objective_args: ObjectiveArguments = None,
@@ -162,9 +167,14 @@ class FGSSLTrainer(Trainer):
                 # forward: compile those modules in place, and keep accelerate from compiling the wrapper again.
                 compile_networks(model)
                 args.torch_compile = False
+        size = image_size or _model_image_size(config)
+        if kwargs.get("processing_class") is None:
+            # Saved by Trainer with the model in every checkpoint and the final folder (preprocessor_config.json).
+            from .processor import build_image_processor
+
+            kwargs["processing_class"] = build_image_processor(size)
         super().__init__(model=model, args=args, **kwargs)
         self.model_accepts_loss_kwargs = False
-        size = image_size or _model_image_size(config)
         self.augment = oa.augmentation(size).to(self.args.device)
         self.image_size = size
         self.pending_keys: list[torch.Tensor] = []
@@ -352,11 +362,28 @@ class FGSSLTrainer(Trainer):
             self.term_count = 0
         super().log(logs, *args, **kwargs)
 
-    def _picture_step(self) -> bool:
+    #: Sheets over a run when picture_steps is 0 (the last step always adds one).
+    AUTO_PICTURES = 4
+
+    def picture_every(self) -> int:
+        """Steps between two sheets: `picture_steps`, or max_steps / AUTO_PICTURES when it is 0."""
         every = self.objective_args.picture_steps
+        if every > 0:
+            return every
+        return max(1, -(-int(self.state.max_steps or 0) // self.AUTO_PICTURES)) if self.state.max_steps else 0
+
+    def _picture_step(self) -> bool:
+        every = self.picture_every()
         step = self.state.global_step
         last = self.state.max_steps and step == self.state.max_steps - 1
-        return self.is_world_process_zero() and ((every > 0 and step % every == 0) or bool(last))
+        # Automatic sheets skip step 0 (an untrained decoder draws noise); an explicit picture_steps keeps it.
+        periodic = every > 0 and step % every == 0 and (step > 0 or self.objective_args.picture_steps > 0)
+        return self.is_world_process_zero() and (periodic or bool(last))
+
+    def synth_schedule(self) -> tuple[int, int] | None:
+        """(warm-up steps, ramp steps) of the synthesized-pair loss for the curves; None when the method has none."""
+        oa = self.objective_args
+        return (oa.synth_warmup_steps, oa.synth_ramp_steps) if oa.method == "fgssl" else None
 
     def _keep_pictures(self, images, recon=None, perturbed=None, cam=None, count: int = 8):
         pictures = {"input": images[:count].detach().float().cpu()}
@@ -367,14 +394,34 @@ class FGSSLTrainer(Trainer):
         self.pictures_step = self.state.global_step
 
     def write_pictures(self, directory: str | Path) -> Path | None:
-        """Save the last kept sheet as PNG: input / reconstruction / perturbed reconstruction / Grad-CAM."""
+        """Save the last kept sheet as PNG: input / reconstruction / perturbed reconstruction / Grad-CAM; also to
+        TensorBoard (tag `pairs`, at the sheet's step) while a TensorBoard writer is open (`report_to` has it)."""
         if not self.pictures:
             return None
         from .pictures import save_pair_sheet
 
         path = Path(directory) / f"pairs_step{self.pictures_step:06d}.png"
         save_pair_sheet(self.pictures, path, title=f"{self.objective_args.method} step {self.pictures_step}")
+        if self.pictures_step != getattr(self, "_tensorboard_pictures_step", None):
+            writer = self._tensorboard_writer()
+            if writer is not None:
+                import numpy as np
+                from PIL import Image
+
+                with Image.open(path) as sheet:
+                    writer.add_image("pairs", np.asarray(sheet.convert("RGB")), self.pictures_step, dataformats="HWC")
+                writer.flush()
+                self._tensorboard_pictures_step = self.pictures_step
         return path
+
+    def _tensorboard_writer(self):
+        """The SummaryWriter of the TensorBoard callback (report_to tensorboard) while training, else None."""
+        from transformers.integrations import TensorBoardCallback
+
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and getattr(callback, "tb_writer", None) is not None:
+                return callback.tb_writer
+        return None
 
 
 class MomentumQueueCallback(TrainerCallback):
@@ -385,8 +432,8 @@ class MomentumQueueCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer.momentum_and_queue_step()
-        every = self.trainer.objective_args.picture_steps
-        if self.trainer.pictures is not None and every > 0 and state.is_world_process_zero:
+        # A sheet kept during this step (see FGSSLTrainer._picture_step) is written now, and sent to TensorBoard.
+        if self.trainer.pictures is not None and state.is_world_process_zero:
             if self.trainer.pictures_step == state.global_step - 1:
                 self.trainer.write_pictures(Path(args.output_dir) / "pictures")
 
