@@ -43,7 +43,7 @@ def _backbone_presets() -> dict:
         # CPU-sized backbones for the demo, tests and the cub100 CPU benchmark.
         "convnext-tiny-cpu": lambda s: ConvNextConfig(hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 2, 1]),
         # Total stride 16 (three stages): a 4 x 4 final map at 64 px, room for Grad-CAM maps and map decoding.
-        "convnext-s16-cpu": lambda s: ConvNextConfig(num_stages=3, hidden_sizes=[32, 64, 256], depths=[1, 1, 3]),
+        "convnext-s16-cpu": lambda s: ConvNextConfig(num_stages=3, hidden_sizes=[32, 64, 128], depths=[1, 1, 3]),
         "vit-tiny-cpu": lambda s: ViTConfig(hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
                                             intermediate_size=768, image_size=s, patch_size=8),
         "resnet-tiny-cpu": lambda s: ResNetConfig(layer_type="basic", embedding_size=32, depths=[1, 1, 1, 1],
