@@ -406,3 +406,19 @@ def test_short_cub100_run_lowers_the_loss_and_saves_loadable_models(cub100, tmp_
     assert (out / "decoder" / "diffusion_pytorch_model.safetensors").is_file()
     assert Path(results["pictures"]).is_file() and Path(results["curves"]).is_file()
     assert set(json.loads((out / "eval_results.json").read_text())) >= {"retrieval_map", "knn_top1", "linear_top1"}
+
+
+@pytest.mark.parametrize("recon_target", ["view", "geometric"])
+def test_pairs_sheet_shows_the_reconstruction_target_when_it_is_not_the_view(tmp_path, recon_target):
+    from fgssl.training.pictures import save_pair_sheet
+
+    objective = ObjectiveArguments(method="fgssl", recon_target=recon_target, synth_warmup_steps=0)
+    trainer = make_trainer(tmp_path, objective=objective, steps=1)
+    trainer.train()  # the last step keeps a sheet
+    pictures = trainer.pictures
+    assert {"input", "reconstruction", "perturbed", "gradcam"} <= set(pictures)
+    assert ("target" in pictures) == (recon_target == "geometric")
+    if recon_target == "geometric":
+        assert pictures["target"].shape == pictures["input"].shape
+        assert not torch.allclose(pictures["target"], pictures["input"])
+    assert save_pair_sheet(pictures, tmp_path / "sheet.png").stat().st_size > 0

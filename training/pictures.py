@@ -15,6 +15,7 @@ from .augment import denormalize_images  # noqa: E402
 
 ROW_TITLES = {
     "input": "input view v1",
+    "target": "L_R target",
     "reconstruction": "D(h)",
     "perturbed": "D(h') perturbed",
     "difference": "|D(h) - D(h')|",
@@ -33,13 +34,15 @@ def _as_rgb(images: torch.Tensor, size: int) -> torch.Tensor:
 def save_pair_sheet(pictures: dict[str, torch.Tensor], path: str | Path, title: str = "") -> Path:
     """One column per image; rows: input, reconstruction, perturbed reconstruction, their difference, Grad-CAM.
 
-    `pictures` holds `input` (B x 3 x H x W normalised) and any of `reconstruction`, `perturbed` (B x 3 x S x S)
-    and `gradcam` (B x h x w, non-negative).
+    `pictures` holds `input` (B x 3 x H x W normalised) and any of `target` (L_R's target, when it is not the input
+    view: B x 3 x H x W), `reconstruction`, `perturbed` (B x 3 x S x S) and `gradcam` (B x h x w, non-negative).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = pictures["input"].shape[-1]
     rows: list[tuple[str, torch.Tensor, dict]] = [("input", _as_rgb(pictures["input"], size), {})]
+    if "target" in pictures:
+        rows.append(("target", _as_rgb(pictures["target"], size), {}))
     if "reconstruction" in pictures:
         rows.append(("reconstruction", _as_rgb(pictures["reconstruction"], size), {}))
     if "perturbed" in pictures:

@@ -292,6 +292,7 @@ class FGSSLTrainer(SafeSaveMixin, Trainer):
                 terms["loss_synth"] = loss_synth.detach()
             if want_pictures:
                 self._keep_pictures(v1[idx], recon=x_hat, perturbed=x_hat_perturbed,
+                                    target=recon_target[idx] if recon_target is not v1 else None,
                                     cam=obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map)[idx])
         mask = pert.mask
         terms["frac_perturbed"] = mask.float().mean()
@@ -385,9 +386,9 @@ class FGSSLTrainer(SafeSaveMixin, Trainer):
         oa = self.objective_args
         return (oa.synth_warmup_steps, oa.synth_ramp_steps) if oa.method == "fgssl" else None
 
-    def _keep_pictures(self, images, recon=None, perturbed=None, cam=None, count: int = 8):
+    def _keep_pictures(self, images, recon=None, perturbed=None, cam=None, target=None, count: int = 8):
         pictures = {"input": images[:count].detach().float().cpu()}
-        for name, value in (("reconstruction", recon), ("perturbed", perturbed), ("gradcam", cam)):
+        for name, value in (("target", target), ("reconstruction", recon), ("perturbed", perturbed), ("gradcam", cam)):
             if value is not None:
                 pictures[name] = value[:count].detach().float().cpu()
         self.pictures = pictures
