@@ -257,7 +257,7 @@ def random_init_model(pretrain_argv_: list[str]):
     """
     from transformers import set_seed
 
-    from fgssl.training.data import load_splits
+    from fgssl.training.data import load_splits_from_args
     from fgssl.training.pretrain import build_model, parse_args
 
     model_args, data_args, training_args, objective_args = parse_args(pretrain_argv_)
@@ -266,10 +266,7 @@ def random_init_model(pretrain_argv_: list[str]):
     dataset = data_args.dataset_name
     if dataset and not Path(dataset).is_absolute() and (REPO / dataset).exists():
         dataset = str(REPO / dataset)  # config paths are relative to the repo root, where the subprocess runs run
-    data = load_splits(dataset, model_args.image_size, image_column=data_args.image_column,
-                       label_column=data_args.label_column, max_train_samples=data_args.max_train_samples,
-                       max_eval_samples=data_args.max_eval_samples, train_split=data_args.train_split,
-                       eval_split=data_args.eval_split)
+    data = load_splits_from_args(data_args, model_args.image_size, dataset_name=dataset)
     return model, model_args, data
 
 

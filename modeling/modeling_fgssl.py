@@ -153,17 +153,17 @@ class VarianceTracker(torch.nn.Module):
         self.num_updates.zero_()
 
     @property
-    def mean(self) -> Tensor:
+    def mean(self) -> torch.Tensor:
         """C, running mean of each feature dimension."""
         return self.running_mean
 
     @property
-    def var(self) -> Tensor:
+    def var(self) -> torch.Tensor:
         """C, running variance of each feature dimension."""
         return self.running_var
 
     @property
-    def std(self) -> Tensor:
+    def std(self) -> torch.Tensor:
         """C, running standard deviation (square root of :attr:`var`)."""
         return self.running_var.clamp_min(0).sqrt()
 
@@ -173,7 +173,7 @@ class VarianceTracker(torch.nn.Module):
         return bool(self.num_updates.item() > 0)
 
     @torch.no_grad()
-    def update(self, h: Tensor) -> None:
+    def update(self, h: torch.Tensor) -> None:
         """Fold the batch ``h`` (B x C) into the running statistics; no gradient flows."""
         if h.dim() != 2:
             raise ValueError(f"h must be a 2-D tensor (B x C), got shape {tuple(h.shape)}.")

@@ -162,7 +162,7 @@ def test_eval_and_finetune_usage_errors_exit_2(tmp_path, capsys):
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if data is loaded or a model is built: validation must come first."""
-    monkeypatch.setattr(pretrain, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(pretrain, "load_splits_from_args", lambda *a, **k: pytest.fail("data was loaded"))
     monkeypatch.setattr(pretrain, "build_model", lambda *a, **k: pytest.fail("a model was built"))
 
 

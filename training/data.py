@@ -710,6 +710,19 @@ def load_splits(
     return PreparedData(train, eval_ds, label_names, num_skipped, image_column, label_column, source)
 
 
+def load_splits_from_args(args, image_size: int, dataset_name: str | None = None, **overrides) -> PreparedData:
+    """`load_splits` with the data fields of a command's arguments (dataset, columns, sample caps, splits, layout,
+    and `num_proc` / `holdout_fraction` where the command has them); `overrides` win."""
+    kwargs = dict(
+        image_column=args.image_column, label_column=args.label_column, max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples, train_split=args.train_split, eval_split=args.eval_split,
+        num_proc=getattr(args, "num_proc", None), holdout_fraction=getattr(args, "holdout_fraction", 0.0),
+        **args.format_kwargs(),
+    )
+    kwargs.update(overrides)
+    return load_splits(dataset_name or args.dataset_name, image_size, **kwargs)
+
+
 # --------------------------------------------------------------------------------------------- batching
 
 

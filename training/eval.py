@@ -90,7 +90,7 @@ def validate_args(args: EvalArguments) -> None:
 
 def run_eval(args: EvalArguments) -> dict:
     """Load the encoder and the data, run the protocols, write the results; returns the results dict."""
-    from .data import load_splits
+    from .data import load_splits_from_args
 
     validate_args(args)
     with usage_errors(ValueError):
@@ -99,12 +99,7 @@ def run_eval(args: EvalArguments) -> dict:
         encoder = load_encoder(args.model_name_or_path)
     image_size = args.image_size or default_image_size(encoder.config)
     with usage_errors(ValueError):
-        data = load_splits(
-            args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
-            max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-            train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
-            require_eval=True, **args.format_kwargs(),
-        )
+        data = load_splits_from_args(args, image_size, require_eval=True)
     results = evaluate_encoder(
         encoder, data, protocols, batch_size=args.batch_size, device=args.device, image_size=image_size,
         knn_k=args.knn_k, knn_temperature=args.knn_temperature, linear_val_fraction=args.linear_val_fraction,

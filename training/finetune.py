@@ -291,7 +291,7 @@ def validate_args(args: FinetuneArguments, training_args: TrainingArguments) -> 
 
 def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> dict:
     """Load data and model, train with Trainer, evaluate, save; returns the results written to finetune_results.json."""
-    from .data import load_splits
+    from .data import load_splits_from_args
     from .evaluation import default_image_size
 
     validate_args(args, training_args)
@@ -310,12 +310,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
     with usage_errors(ValueError, OSError):
         image_size = args.image_size or default_image_size(AutoConfig.from_pretrained(args.model_name_or_path))
     with usage_errors(ValueError):
-        data = load_splits(
-            args.dataset_name, image_size, image_column=args.image_column, label_column=args.label_column,
-            max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-            train_split=args.train_split, eval_split=args.eval_split, num_proc=args.num_proc,
-            require_eval=True, **args.format_kwargs(),
-        )
+        data = load_splits_from_args(args, image_size, require_eval=True)
     train, train_labels = data.train, split_labels(data.train)
     if args.few_shot_k:
         train = train.select(few_shot_indices(train_labels, args.few_shot_k, args.few_shot_seed))

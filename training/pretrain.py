@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from . import runinfo
 from .cli import ArgumentParser, UsageError, closest, console_entry, usage_errors
-from .data import DatasetFormatArguments, collate_uint8, load_splits
+from .data import DatasetFormatArguments, collate_uint8, load_splits_from_args
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
 logger = logging.getLogger("fgssl.pretrain")
@@ -355,19 +355,7 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
     with usage_errors(ValueError):
         model = build_model(model_args, objective_args.method)
     with usage_errors(ValueError):
-        data = load_splits(
-            data_args.dataset_name,
-            model_args.image_size,
-            image_column=data_args.image_column,
-            label_column=data_args.label_column,
-            max_train_samples=data_args.max_train_samples,
-            max_eval_samples=data_args.max_eval_samples,
-            train_split=data_args.train_split,
-            eval_split=data_args.eval_split,
-            require_eval=data_args.run_evaluation,
-            holdout_fraction=data_args.holdout_fraction,
-            **data_args.format_kwargs(),
-        )
+        data = load_splits_from_args(data_args, model_args.image_size, require_eval=data_args.run_evaluation)
     if len(data.train) < training_args.per_device_train_batch_size * max(1, training_args.world_size):
         raise UsageError(
             f"The training split has {len(data.train)} images, fewer than one batch of "
