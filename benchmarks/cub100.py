@@ -78,12 +78,15 @@ METHOD_ARGS = {
 #: The knob grid (seed 0, holdout): one knob at a time around GRID_CENTER; moco and the random mask as references.
 GRID_CENTER = {"decoder_input": "feature_map", "noise_scale": "global", "recon_target": "geometric",
                "mask_mode": "union", "sigma": "1.0"}
+# Kept small for the 2-core machine (an fgssl run is ~15-30 min there): the `variance` mask is left out (the
+# mechanism check found V picks dims with less nuisance than random ones) and sigma is only raised (the old
+# synthesized pairs were too easy, top-1 0.98, not too hard).
 GRID_VARIATIONS = {
     "decoder_input": ["pooled"],
     "noise_scale": ["per_dim"],
     "recon_target": ["view"],
-    "mask_mode": ["gradcam", "variance"],
-    "sigma": ["0.5", "2.0"],
+    "mask_mode": ["gradcam"],
+    "sigma": ["2.0"],
 }
 GRID_HOLDOUT = 0.15
 #: The issue's bar for "moco clearly learns": linear_top1 this many points above the random-init encoder.
