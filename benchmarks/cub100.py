@@ -393,6 +393,10 @@ def run_grid(args: argparse.Namespace) -> dict:
             knob, value = best.split("=", 1)
             chosen[knob] = value
         result.update(scores=scores, best=best, chosen=chosen)
+        # How much one holdout measurement moves by chance: the binomial standard error of moco's linear top-1.
+        evaluation = json.loads((resolve_path(done["moco"]["run_dir"]) / "eval_results.json").read_text())
+        n, p = evaluation["num_images"]["test"], done["moco"]["metrics"]["linear_top1"]
+        result.update(holdout_images=n, linear_top1_standard_error=math.sqrt(p * (1 - p) / n))
     out = Path(args.out) / "grid"
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -413,7 +417,10 @@ def grid_markdown(result: dict, done: dict) -> str:
                      + f" | {'' if score is None else f'{100 * score:+.1f} %'} | {r.get('global_step')} | "
                      f"{(r.get('train_runtime') or 0) / 60:.1f} |")
     if "chosen" in result:
-        lines += ["", f"Best: `{result['best']}`. Chosen knobs for the test-split benchmark: {result['chosen']}."]
+        lines += ["", f"{result['holdout_images']} holdout images: one measurement of linear top-1 has a binomial "
+                      f"standard error of about {100 * result['linear_top1_standard_error']:.1f} points, so single "
+                      "differences below about twice that are noise.",
+                  "", f"Best: `{result['best']}`. Chosen knobs for the test-split benchmark: {result['chosen']}."]
     return "\n".join(lines) + "\n"
 
 
