@@ -50,7 +50,7 @@ def test_another_method_is_refused_and_overwrite_replaces_the_run(tmp_path, monk
     finished = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     with monkeypatch.context() as m:  # the refusal comes before any model or data work
-        m.setattr(pretrain, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
+        m.setattr(pretrain, "load_splits_from_args", lambda *a, **k: pytest.fail("data was loaded"))
         m.setattr(pretrain, "build_model", lambda *a, **k: pytest.fail("a model was built"))
         with pytest.raises(UsageError) as err:
             run_pretraining(*parse_args([*TINY, "--method", "lcr", "--output_dir", str(out)]))
@@ -77,7 +77,7 @@ def test_same_folder_name_on_another_dataset_is_refused(tmp_path, monkeypatch):
     assert default_output_dir("fgssl", str(first)) == default_output_dir("fgssl", str(second))
     fake_finished_run(Path(default_output_dir("fgssl", str(first))), fingerprint("--dataset_name", str(first)))
 
-    monkeypatch.setattr(pretrain, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(pretrain, "load_splits_from_args", lambda *a, **k: pytest.fail("data was loaded"))
     monkeypatch.setattr(pretrain, "build_model", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(UsageError, match="dataset: another folder") as err:
         run_pretraining(*parse_args(["--dataset_name", str(second)]))

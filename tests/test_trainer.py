@@ -349,7 +349,7 @@ def test_invalid_objective_knob_is_refused_at_parse_time(argv, field):
 def test_invalid_model_knob_is_refused_before_any_data_work(tmp_path, monkeypatch, argv, message):
     import fgssl.training.pretrain as pretrain
 
-    monkeypatch.setattr(pretrain, "load_splits", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(pretrain, "load_splits_from_args", lambda *a, **k: pytest.fail("data was loaded"))
     args = parse_args([*argv, "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match=message):
         run_pretraining(*args)
