@@ -139,6 +139,10 @@ class DataArguments(DatasetFormatArguments):
     run_evaluation: bool = field(
         default=True, metadata={"help": "Run retrieval / kNN / linear probe at the end when labels exist."}
     )
+    compare_with_start: bool = field(
+        default=True, metadata={"help": "Also evaluate the encoder the run started from (random init for a preset "
+                                        "backbone) and print both in one table (comparison.md, the card)."}
+    )
     knn_monitor_steps: int = field(
         default=0, metadata={"help": "Every N steps log an online kNN top-1 on labelled data (0: off)."}
     )
@@ -478,6 +482,11 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         eval_results = evaluate_encoder(model.fgssl, data, image_size=model_args.image_size)
         write_results(eval_results, output_dir)
         results["eval_results"] = str(output_dir / "eval_results.json")
+    if "eval_results" in results and data_args.compare_with_start:
+        from .report import compare_with_start  # the same protocol on the encoder this run started from
+
+        results.update(compare_with_start(eval_results, model_args, objective_args.method, trainer.args.seed, data,
+                                          output_dir, steps=trainer.state.global_step))
     if not (getattr(trainer.args, "overwrite_output_dir", False) or runinfo.readme_is_ours(output_dir)):
         logger.warning("%s is not a card fgssl wrote: left as it is, no model card written (add "
                        "--overwrite_output_dir to replace it with the card).", output_dir / "README.md")
@@ -487,6 +496,10 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
 
         results["card"] = str(write_model_card(output_dir, dataset_name=training_config["dataset"]))
         runinfo.record_card(output_dir, results["card"])
+        if results.get("comparison"):
+            from .report import add_to_card
+
+            add_to_card(results["card"], Path(results["comparison"]).read_text())
     except Exception as err:  # a card is a nicety: never lose a finished run over it
         logger.warning("Model card not written: %s", err)
     return results
@@ -563,6 +576,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, value in results.items():
             if value:
                 print(f"  {name:>14}: {value}")
+        from .report import print_comparison
+
+        print_comparison(results)
     return results
 
 

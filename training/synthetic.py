@@ -43,8 +43,12 @@ MARK_SHAPES = (
 #: len(MARK_SHAPES) reuse the shapes at the next position.
 MARK_POSITIONS = {"mid": (-0.04, -0.01), "front": (0.06, -0.01), "rear": (-0.13, -0.01)}
 MAX_CLASSES = len(MARK_SHAPES) * len(MARK_POSITIONS)
-#: Radius of the mark in bird lengths (the whole bird is about 1 long): ~6-9 px at 64 px.
-MARK_RADIUS = 0.075
+#: Radius of the mark in bird lengths (the whole bird is about 1 long): ~8-11 px at 64 px, legible after a crop.
+MARK_RADIUS = 0.15
+#: Largest offset of the bird's centre from the image centre, as a fraction of the side.
+POSITION_RANGE = 0.08
+#: How far the texture's second colour is from its first (1: as drawn): the texture's contrast.
+TEXTURE_CONTRAST = 0.5
 BACKGROUNDS = ("plain", "gradient", "stripes", "checker", "blobs", "clouds")
 
 
@@ -79,10 +83,10 @@ def class_names(num_classes: int) -> list[str]:
 
 def sample_factors(rng: np.random.Generator) -> NuisanceFactors:
     """Draw nuisance factors, independently of the class; the bird stays (almost) inside the image."""
-    scale = float(rng.uniform(0.6, 0.9))
+    scale = float(rng.uniform(0.85, 1.1))
     # The bird is ~1 x 0.55 bird lengths; let it touch the border a little, never leave.
-    margin_x = max(0.0, 0.5 - 0.5 * scale) + 0.03
-    margin_y = max(0.0, 0.5 - 0.3 * scale) + 0.02
+    margin_x = POSITION_RANGE
+    margin_y = POSITION_RANGE
     return NuisanceFactors(
         background=int(rng.integers(len(BACKGROUNDS))),
         background_hue=float(rng.uniform()),
@@ -142,12 +146,12 @@ def _bird_parts(label: int) -> list[tuple[str, np.ndarray | tuple]]:
         ("legs", ((0.02, 0.12), (-0.01, 0.31))),
         ("legs", ((0.09, 0.12), (0.09, 0.31))),
         ("body", np.array([(-0.2, -0.03), (-0.5, -0.13), (-0.45, 0.0), (-0.5, 0.1), (-0.2, 0.06)])),  # tail
-        ("body", _ellipse(0.0, 0.0, 0.3, 0.16)),
+        ("body", _ellipse(0.0, 0.0, 0.32, 0.2)),
         ("body", _ellipse(0.28, -0.12, 0.11, 0.11)),  # head
         ("beak", np.array([(0.36, -0.155), (0.36, -0.085), (0.5, -0.12)])),
         ("eye_ring", _ellipse(0.31, -0.14, 0.034, 0.034, n=16)),
         ("eye", _ellipse(0.31, -0.14, 0.021, 0.021, n=16)),
-        ("wing", _ellipse(-0.04, -0.01, 0.22, 0.125, tilt_deg=-6.0)),
+        ("wing", _ellipse(-0.04, -0.01, 0.27, 0.175, tilt_deg=-6.0)),
     ]
     for polygon, role in _mark_polygons(shape):
         parts.append((role, np.array([mx, my]) + MARK_RADIUS * polygon))
@@ -166,6 +170,7 @@ def _background(f: NuisanceFactors, side: int, rng: np.random.Generator) -> np.n
     c1 = _hsv(f.background_hue, rng.uniform(0.2, 0.7), rng.uniform(0.35, 0.95))
     c2 = _hsv(f.background_hue + rng.choice([-1, 1]) * rng.uniform(0.05, 0.3), rng.uniform(0.2, 0.8),
               rng.uniform(0.3, 0.95))
+    c2 = c1 + TEXTURE_CONTRAST * (c2 - c1)
     yy, xx = (np.mgrid[0:side, 0:side] / side).astype(np.float32)
     angle = rng.uniform(0, math.pi)
     along = math.cos(angle) * xx + math.sin(angle) * yy
@@ -193,6 +198,42 @@ def _background(f: NuisanceFactors, side: int, rng: np.random.Generator) -> np.n
         t = np.asarray(grid.resize((side, side), Image.Resampling.BICUBIC), dtype=float) / 255
     t = np.clip(t, 0, 1)[..., None]
     return np.clip((1 - t) * c1 + t * c2, 0, 1)
+
+
+def _placer(f: NuisanceFactors, side: float):
+    """Canonical bird coordinates -> canvas pixels (mirror for facing, rotate, scale, translate)."""
+    length = f.scale * side
+    cos_r, sin_r = math.cos(math.radians(f.rotation)), math.sin(math.radians(f.rotation))
+
+    def place(points) -> list[tuple[float, float]]:
+        p = np.asarray(points, float)
+        px, py = p[:, 0] * f.facing, p[:, 1]
+        xs = f.x * side + length * (cos_r * px - sin_r * py)
+        ys = f.y * side + length * (sin_r * px + cos_r * py)
+        return list(zip(xs, ys))
+
+    return place
+
+
+def part_mask(label: int, factors: NuisanceFactors | dict, size: int = 64, part: str = "bird") -> np.ndarray:
+    """Boolean size x size mask of the bird (`part="bird"`: body, head, tail, wing, beak; legs left out) or of
+    its class mark (`part="mark"`) in the image `render_image(label, factors, size)`: where the class can be seen.
+
+    A pixel is in the mask when at least half of it is covered (the same 4x supersampling as the rendering).
+    """
+    f = factors if isinstance(factors, NuisanceFactors) else NuisanceFactors(**factors)
+    if part not in ("bird", "mark"):
+        raise ValueError(f"part must be 'bird' or 'mark', got {part!r}.")
+    ss = 4
+    canvas = Image.new("L", (size * ss, size * ss), 0)
+    draw, place = ImageDraw.Draw(canvas), _placer(f, size * ss)
+    roles = ("body", "beak", "wing", "mark") if part == "bird" else ("mark",)
+    for role, geometry in _bird_parts(label):
+        if role in roles:
+            draw.polygon(place(geometry), fill=255)
+        elif part == "mark" and role == "wing":  # a ring's hole is wing, not mark
+            draw.polygon(place(geometry), fill=0)
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX)) >= 128
 
 
 def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64) -> Image.Image:
@@ -223,16 +264,7 @@ def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64) ->
     outline = tuple(int(round(255 * c)) for c in body * 0.45)
 
     length = f.scale * side
-    cos_r, sin_r = math.cos(math.radians(f.rotation)), math.sin(math.radians(f.rotation))
-
-    def place(points) -> list[tuple[float, float]]:
-        """Canonical bird coordinates -> canvas pixels (mirror for facing, rotate, scale, translate)."""
-        p = np.asarray(points, float)
-        px, py = p[:, 0] * f.facing, p[:, 1]
-        xs = f.x * side + length * (cos_r * px - sin_r * py)
-        ys = f.y * side + length * (sin_r * px + cos_r * py)
-        return list(zip(xs, ys))
-
+    place = _placer(f, side)
     draw = ImageDraw.Draw(canvas)
     for role, geometry in _bird_parts(label):
         if role == "legs":
@@ -274,7 +306,7 @@ def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.rando
     return columns
 
 
-def make_fine_grained_dataset(num_classes=10, train_per_class=60, test_per_class=20, image_size=64, seed=0):
+def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_class=20, image_size=64, seed=0):
     """Generate the synthetic fine-grained dataset.
 
     Returns a DatasetDict with splits "train" and "test"; columns: image (PIL, image_size x image_size
@@ -322,3 +354,4 @@ def default_dataset(cache_dir=None, **kwargs) -> datasets.DatasetDict:
         except OSError:  # another process finished first; its copy is identical
             shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(path))
+
