@@ -38,6 +38,14 @@ class UsageError(ValueError):
     the fix. Console scripts print it as one line and exit with status 2."""
 
 
+def refuse_below_one(args, names, hint: str) -> None:
+    """UsageError for the first of the optional counts `names` of `args` that is given and < 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be >= 1 when given, got {value} ({hint}).")
+
+
 @contextlib.contextmanager
 def usage_errors(*types: type[BaseException]):
     """Re-raise the given exception types as `UsageError` (the original is kept as `__cause__`).

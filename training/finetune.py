@@ -25,7 +25,7 @@ from kornia import augmentation as K
 from transformers import Trainer, TrainingArguments
 
 from .augment import eval_transform, normalize_images
-from .cli import ArgumentParser, UsageError, console_entry, usage_errors
+from .cli import ArgumentParser, UsageError, console_entry, refuse_below_one, usage_errors
 from .data import DatasetFormatArguments
 from .metrics import load_metric
 from .portable import SafeSaveMixin, portable, portable_path
@@ -273,10 +273,8 @@ def validate_args(args: FinetuneArguments, training_args: TrainingArguments) -> 
     """Refuse values that cannot work, before loading anything (UsageError naming the option and the fix)."""
     if args.method not in FINETUNE_METHODS:
         raise UsageError(f"--method must be one of {FINETUNE_METHODS}, got {args.method!r}.")
-    for name in ("few_shot_k", "max_train_samples", "max_eval_samples", "image_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name} must be >= 1 when given, got {value} (leave it out for the default).")
+    refuse_below_one(args, ("few_shot_k", "max_train_samples", "max_eval_samples", "image_size"),
+                     "leave it out for the default")
     if args.lora_r < 1:
         raise UsageError(f"--lora_r must be >= 1, got {args.lora_r}.")
     if training_args.per_device_train_batch_size < 1:

@@ -26,7 +26,7 @@ from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import runinfo
-from .cli import ArgumentParser, UsageError, closest, console_entry, usage_errors
+from .cli import ArgumentParser, UsageError, closest, console_entry, refuse_below_one, usage_errors
 from .data import DatasetFormatArguments, collate_uint8, load_splits_from_args
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
@@ -315,10 +315,8 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
             f"--synth_fraction {objective_args.synth_fraction} with --method fgssl synthesizes no pair at all. Use a "
             "value in (0, 1] (the default is 1.0); to switch the synthesized-pair loss off on purpose use --nu 0."
         )
-    for name in ("max_train_samples", "max_eval_samples", "knn_monitor_samples"):
-        value = getattr(data_args, name)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name} must be >= 1 when given, got {value} (leave it out to use every image).")
+    refuse_below_one(data_args, ("max_train_samples", "max_eval_samples", "knn_monitor_samples"),
+                     "leave it out to use every image")
     if data_args.knn_monitor_steps < 0:
         raise UsageError(f"--knn_monitor_steps must be >= 0 (0 = off), got {data_args.knn_monitor_steps}.")
     if model_args.image_size < 1:
