@@ -191,7 +191,8 @@ def launch(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False,
 
 def launch_argv(spec: RunSpec, argv: list[str], dry_run: bool = False, keep_checkpoints: bool = False) -> dict:
     """Run `fgssl.training.pretrain argv` for `spec` unless its evaluation already exists; return its record."""
-    command = [sys.executable, "-m", "fgssl.training.pretrain", *argv]
+    # The benchmark evaluates the random-init encoders itself (one row per seed): no second evaluation per run.
+    command = [sys.executable, "-m", "fgssl.training.pretrain", *argv, "--compare_with_start", "false"]
     if (spec.run_dir / "eval_results.json").is_file():
         check_run_dir(spec, argv, write=False)
         print(f"[skip] {spec.name}: {spec.run_dir}/eval_results.json exists", flush=True)
