@@ -127,7 +127,7 @@ def _stat(stat, scale=100.0) -> str:
 
 def markdown(result: dict) -> str:
     s, records = result["summary"], result["runs"]
-    lines = ["# The main job learns: `fgssl-pretrain` with no argument, seeds " + ",".join(map(str, s["seeds"])), ""]
+    lines = ["# Does the main job learn? `fgssl-pretrain` with no argument, seeds " + ",".join(map(str, s["seeds"])), ""]
     m = result["machine"]
     lines += [f"Machine: {m['cpu']}, {m['cores_available']} cores available (shared: load averages per run below); "
               f"torch {m['torch']}, transformers {m['transformers']}. Each run is a fresh process with an empty "

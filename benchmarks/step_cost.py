@@ -742,7 +742,9 @@ def to_markdown(result: dict) -> str:
         "",
         f"Machine: {where}; {m['cores_available']} cores available, {m['torch_threads']} torch threads; "
         f"load average (1/5/15 min) at start {m.get('load_average_at_start')}, at the end {m['load_average_1_5_15']}; torch {m['torch']}, transformers {m['transformers']}.",
-        f"Model: C = {result['model']['feature_dim_C']}, decoder {result['model']['decoder_block_out_channels']} "
+        f"Model: C = {result['model']['feature_dim_C']}, decoder "
+        f"({s['model_overrides'].get('decoder_input', 'FGSSLConfig default') if s.get('model_overrides') else 'FGSSLConfig default'} input) "
+        f"{result['model']['decoder_block_out_channels']} "
         f"from {result['model']['decoder_base_size']} px to S = {result['model']['decoder_image_size']} px, "
         f"queue {result['model']['queue_size']}.",
         f"Median of {result['reps']} interleaved steps per variant after {result['warmup']} warm-up steps "

@@ -140,7 +140,7 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int, sh
 def relative_to_repo(path: Path) -> str:
     """The path relative to the repository when it lies inside it (results never record this machine's paths)."""
     path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else f"{path.parent.name}/{path.name}"
 
 
 COLUMNS = [("recon_r2", "D(h) R^2"), ("flat_r2", "flat-colour R^2"), ("pixel_change", "pixel change"),

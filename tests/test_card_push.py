@@ -61,6 +61,16 @@ def test_card_carries_the_metrics_of_eval_results(model_dir):
     assert "Synthesized pairs" not in text  # no picture in this folder
 
 
+def test_card_lists_the_objective_knobs_of_an_fgssl_run(model_dir):
+    objective = {"method": "fgssl", "mask_mode": "union", "sigma": 1.5, "noise_scale": "global",
+                 "recon_target": "geometric", "crop_scale_min": 0.2}
+    text = render_model_card(model_dir, training_config={"method": "fgssl", "objective": objective}).text
+    assert "| sigma | `1.5` |" in text and "| recon_target | `geometric` |" in text and "| mask_mode | `union` |" in text
+    assert "crop_scale_min" not in text  # augmentation is not a knob of the synthesized pairs
+    moco = render_model_card(model_dir, training_config={"method": "moco", "objective": {**objective, "method": "moco"}})
+    assert "| sigma |" not in moco.text
+
+
 def test_card_links_synthesized_pairs_and_copies_outside_pictures(model_dir, tmp_path):
     write_png(model_dir / "pictures" / "synthesized_pairs_step100.png")
     write_png(model_dir / "pictures" / "synthesized_pairs_step200.png")

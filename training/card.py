@@ -150,7 +150,16 @@ def _config_rows(config: dict, training_config: dict, image_size: int) -> list[t
     # The size trained at (a backbone config's own image_size is often its library default, e.g. 224).
     rows.append(("image_size", image_size))
     rows += [(key, value) for key, value in training_config.items() if not isinstance(value, dict)]
+    # The objective's knobs that decide what the synthesized pairs are (fgssl only; the other methods ignore them).
+    objective = training_config.get("objective") or {}
+    if objective.get("method", training_config.get("method")) == "fgssl":
+        rows += [(key, objective[key]) for key in OBJECTIVE_CARD_KEYS if key in objective]
     return [(str(k), f"`{v}`") for k, v in rows]
+
+
+#: ObjectiveArguments fields shown in the card of an fgssl run.
+OBJECTIVE_CARD_KEYS = ("mask_mode", "perturbation", "sigma", "noise_scale", "recon_target", "rho_variance",
+                       "rho_gradcam", "synth_fraction", "nu", "alpha")
 
 
 # --------------------------------------------------------------------------------------------- render
