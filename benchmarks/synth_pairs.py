@@ -125,7 +125,7 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int, sh
                 from fgssl.training.pictures import save_pair_sheet
 
                 save_pair_sheet({"input": v1[:8], "reconstruction": d[:8], "perturbed": d_pert[:8]}, sheet,
-                                title=f"{run_dir.name}: held-out images (view v1), decoded, perturbed and decoded")
+                                title=f"{run_dir.name}: evaluation images (view v1), decoded, perturbed and decoded")
     if not stats["recon_r2"]:
         raise SystemExit(f"fewer than {batch_size} images: nothing analysed")
     summary = {k: float(np.mean(v)) for k, v in stats.items()}
