@@ -99,6 +99,9 @@ def test_the_run_prints_and_cards_the_comparison(tiny_run, capsys):
     card = (out / "README.md").read_text()
     assert card.count("random init (same backbone, seed 3)") == 1
     assert report.read_comparison(out).keys() == {"run", "start"}
+    from fgssl.training import runinfo
+
+    assert runinfo.readme_is_ours(out)  # the card with the table is the one recorded: a rerun may replace it
 
 
 def test_compare_with_start_false_skips_the_second_evaluation(tiny_run, tmp_path, capsys):

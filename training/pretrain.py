@@ -493,11 +493,11 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         from .card import write_model_card
 
         results["card"] = str(write_model_card(output_dir, dataset_name=training_config["dataset"]))
-        runinfo.record_card(output_dir, results["card"])
         if results.get("comparison"):
             from .report import add_to_card
 
             add_to_card(results["card"], Path(results["comparison"]).read_text())
+        runinfo.record_card(output_dir, results["card"])  # after the last edit: the hash marks the card as ours
     except Exception as err:  # a card is a nicety: never lose a finished run over it
         logger.warning("Model card not written: %s", err)
     return results
