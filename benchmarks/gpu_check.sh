@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# One prepared GPU check, about 6-8 minutes on one H100/H200 (every stage has its own time limit):
+# One prepared GPU check, at most ~9 minutes on one H100/H200 (every stage has its own time limit, and a global
+# deadline, DEADLINE_S (default 510 s), cuts the later stages short so that the results are always collected inside
+# the device tool's 10-minute call). Stages in order of priority:
 #   1. environment: GPU, driver, library versions (nvidia-smi);
-#   2. step cost of moco vs fgssl (f = 1.0, 0.25, and 1.0 with the synthesized query pass recomputed in backward)
-#      for ViT-S/16 and ConvNeXt-T at 224 px in bf16, with the GPU recipes' model settings
-#      (configs/cub200_*_gpu.yaml; the decoder decodes the final feature map, FGSSLConfig's default): ms/step,
-#      images/s, peak GPU memory, MFU (benchmarks/step_cost.py --device cuda --bf16);
-#   3. the same for both backbones with torch.compile of the encoders and decoder (--compile), moco vs fgssl-1.0;
-#      and ViT-S/16 with the whole objective under autocast (--autocast step);
-#   4. a short cub100 pre-training (fgssl, ViT-S/16, 112 px, 300 steps, bf16) with its evaluation.
+#   2. step cost of moco vs fgssl (f = 1.0, 0.25, and 1.0 with the synthesized query pass recomputed in backward) and
+#      of simsiam, simsiam-fgssl-1.0, for ViT-S/16 and ConvNeXt-T at 224 px in bf16, with the GPU recipes' model
+#      settings (configs/cub200_*_gpu.yaml; the decoder decodes the final feature map, FGSSLConfig's default):
+#      ms/step, images/s, peak GPU memory, MFU (benchmarks/step_cost.py --device cuda --bf16);
+#   3. a short cub100 pre-training (fgssl, ViT-S/16, 112 px, 300 steps, bf16) with its evaluation;
+#   4. the step cost of both backbones with torch.compile of the encoders and decoder (--compile), moco vs fgssl-1.0;
+#      and ViT-S/16 with the whole objective under autocast (--autocast step), as time allows.
 #
 #   bash benchmarks/gpu_check.sh prepare   # HERE (CPU machine with the package registry), once, before the GPU call:
-#                                          # wheels the GPU image lacks -> .whl/, a 128 px copy of cub100 -> .gpu_data/
-#   bash benchmarks/gpu_check.sh           # on the GPU machine (device tool: carry [".whl", ".gpu_data"])
+#                                          # wheels the GPU image lacks -> .whl/, a 112 px copy of cub100 -> .gpu_data/
+#   bash benchmarks/gpu_check.sh           # on the GPU machine (device tool: carry [".whl", ".gpu_data/cub100.tar"])
 #   DRY_RUN=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh   # the same logic on CPU, tiny sizes
 #
 # Writes at most 8 files (the device tool returns 8) under ${OUT:-benchmarks/results/gpu}: gpu_check_<card>.md
@@ -43,13 +45,13 @@ EOF
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .whl -r .whl/requirements.txt
-    # cub100 (66 MB) does not fit the 64 MiB the device tool carries: a copy with the shorter side at 128 px
-    # (enough for the 112 px run) at JPEG quality 85 is about 31 MB.
+    # cub100 (66 MB) does not fit the 64 MiB the device tool carries beside the wheels: a copy with the shorter side
+    # at 112 px (the run's size) at JPEG quality 80, as one tar (about 22 MB).
     "$PY" - "$SRC" .gpu_data/cub100 <<'EOF'
 import sys
 from pathlib import Path
 from PIL import Image, ImageOps
-src, dst, side = Path(sys.argv[1]), Path(sys.argv[2]), 128
+src, dst, side = Path(sys.argv[1]), Path(sys.argv[2]), 112
 files = sorted(src.glob("*/*/*.jpg"))
 if not files:
     sys.exit(f"No JPEGs under {src}/<split>/<class>/; set CUB100=<path to cub100>.")
@@ -64,11 +66,14 @@ for path in files:
     scale = side / min(img.size)
     img = img.resize((max(side, round(img.width * scale)), max(side, round(img.height * scale))),
                      Image.Resampling.BICUBIC)
-    img.save(out, "JPEG", quality=85)
+    img.save(out, "JPEG", quality=80)
 print(f"{len(files)} images -> {dst}")
 EOF
-    du -sh .whl .gpu_data
-    echo "Prepared. On the GPU: device run with carry [\".whl\", \".gpu_data\"] and command 'bash benchmarks/gpu_check.sh'."
+    # One archive: the device tool counts each small file's disk blocks, which nearly double the folder's size.
+    tar -cf .gpu_data/cub100.tar -C .gpu_data cub100
+    du -sh .whl .gpu_data/cub100.tar
+    echo "Prepared. On the GPU: device run with carry [\".whl\", \".gpu_data/cub100.tar\"] and command" \
+         "'bash benchmarks/gpu_check.sh'."
     exit 0
 fi
 
@@ -84,17 +89,27 @@ exec > >(tee "$LOG") 2>&1
 STARTED=$SECONDS
 FAILED=()
 stage() { echo; echo "=== [$((SECONDS - STARTED)) s] $*"; }
-# run_stage NAME LIMIT_S CMD...: a failed or timed-out stage is recorded, the others still run.
+SKIPPED=()
+# run_stage NAME LIMIT_S CMD...: a failed or timed-out stage is recorded, the others still run; no stage runs past
+# the global deadline (a stage with under 30 s left is skipped and recorded).
 run_stage() {
     local name="$1" limit="$2"; shift 2
+    limit=$((limit * LIMIT_SCALE))
+    local left=$((DEADLINE_S - (SECONDS - STARTED)))
+    if (( left < 30 )); then
+        stage "$name: SKIPPED (${left} s left before the ${DEADLINE_S} s deadline)"
+        SKIPPED+=("$name"); return 0
+    fi
+    (( left < limit )) && limit=$left
     stage "$name (limit ${limit} s)"
-    if ! timeout --signal=TERM --kill-after=10 "$((limit * LIMIT_SCALE))" "$@"; then
+    if ! timeout --signal=TERM --kill-after=10 "$limit" "$@"; then
         echo "!!! stage '$name' failed or timed out"
         FAILED+=("$name")
     fi
 }
 
-if [[ -d .whl ]] && compgen -G ".whl/*.whl" > /dev/null; then
+# The wheels are for the GPU image (cp312); a dry run uses the local environment as it is.
+if [[ "$DRY_RUN" != "1" && -d .whl ]] && compgen -G ".whl/*.whl" > /dev/null; then
     stage "installing carried wheels (no network)"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
@@ -103,13 +118,14 @@ fi
 if [[ "$DRY_RUN" == "1" ]]; then
     # CPU, tiny sizes, the same code paths (configs, bf16 autocast, FLOP counting, memory, the pre-training CLI);
     # CPU peak memory needs a subprocess per variant, hence the longer limits.
-    LIMIT_SCALE=4; DEVICE=cpu; SIZE=32; BATCH=8; REPS=2; WARMUP=1; STEPS=4
+    LIMIT_SCALE=4; DEADLINE_S="${DEADLINE_S:-100000}"; DEVICE=cpu; SIZE=32; BATCH=8; REPS=2; WARMUP=1; STEPS=4
     VIT=vit-tiny-cpu; CNX=convnext-s16-cpu; DECODER=(--decoder_block_out_channels 32 16)
     RUN_ARGS=(--backbone vit-tiny-cpu --image_size 32 --decoder_block_out_channels 32 16
               --per_device_train_batch_size 16 --max_train_samples 64 --max_eval_samples 32 --use_cpu true
               --synth_warmup_steps 1 --synth_ramp_steps 1 --dataloader_num_workers 0)
 else
-    LIMIT_SCALE=1; DEVICE=cuda; SIZE=224; BATCH=128; REPS=15; WARMUP=3; STEPS=300
+    LIMIT_SCALE=1; DEADLINE_S="${DEADLINE_S:-510}"; DEVICE=cuda; SIZE=224; BATCH=128; REPS=10; WARMUP=3
+    STEPS=300
     VIT=vit-s16; CNX=convnext-t; DECODER=()
     # The 7 x 7 final map of ViT-S/16 at 112 px, x 2**3: 56 px synthesized images, resized up to 112.
     RUN_ARGS=(--backbone vit-s16 --image_size 112 --decoder_block_out_channels 128 64 32 32
@@ -141,9 +157,28 @@ for pair in "$VIT:configs/cub200_vit_s16_gpu.yaml" "$CNX:configs/cub200_convnext
     backbone="${pair%%:*}"; config="${pair#*:}"
     run_stage "step cost $backbone ${SIZE}px bf16" 150 \
         "$PY" benchmarks/step_cost.py --config "$config" --backbone "$backbone" --image_size "$SIZE" \
-        --batch_size "$BATCH" --device "$DEVICE" --bf16 --methods moco fgssl-1.0 fgssl-0.25 fgssl-1.0+recompute \
+        --batch_size "$BATCH" --device "$DEVICE" --bf16 --methods moco fgssl-1.0 fgssl-0.25 fgssl-1.0+recompute simsiam simsiam-fgssl-1.0 \
         --reps "$REPS" --warmup "$WARMUP" --breakdown_reps "$REPS" "${DECODER[@]}" --out "$WORK/step_cost"
 done
+DATA="${DATA:-}"
+if [[ -z "$DATA" && -f .gpu_data/cub100.tar && ! -d .gpu_data/cub100/train ]]; then
+    tar -xf .gpu_data/cub100.tar -C "$WORK" && DATA="$WORK/cub100"
+fi
+for candidate in "$REPO/.gpu_data/cub100" "$REPO/../shared/data/cub100"; do
+    [[ -z "$DATA" && -d "$candidate/train" ]] && DATA="$candidate"
+done
+if [[ -n "$DATA" ]]; then
+    run_stage "cub100 pre-training ($DATA)" 200 \
+        "$PY" -m fgssl.training.pretrain configs/cub100_cpu.yaml --dataset_name "$DATA" --max_steps "$STEPS" \
+        --bf16 "$([[ $DEVICE == cuda ]] && echo true || echo false)" --output_dir "$WORK/cub100_run" \
+        --save_steps "$STEPS" --logging_steps 25 --picture_steps 0 --report_to none --disable_tqdm true --seed 0 \
+        --compare_with_start false \
+        "${RUN_ARGS[@]}"
+else
+    echo "!!! no cub100 data: run 'bash benchmarks/gpu_check.sh prepare' here and carry .gpu_data"
+    FAILED+=("cub100 data")
+fi
+
 if [[ "$DEVICE" == cuda ]]; then  # on CPU, bf16 antialiased resizing (reconstruction_loss) is not implemented
     for pair in "$VIT:configs/cub200_vit_s16_gpu.yaml" "$CNX:configs/cub200_convnext_t_gpu.yaml"; do
         backbone="${pair%%:*}"; config="${pair#*:}"
@@ -160,27 +195,14 @@ if [[ "$DEVICE" == cuda ]]; then  # on CPU, bf16 antialiased resizing (reconstru
         --out "$WORK/step_cost"
 fi
 
-DATA="${DATA:-}"
-for candidate in "$REPO/.gpu_data/cub100" "$REPO/../shared/data/cub100"; do
-    [[ -z "$DATA" && -d "$candidate/train" ]] && DATA="$candidate"
-done
-if [[ -n "$DATA" ]]; then
-    run_stage "cub100 pre-training ($DATA)" 200 \
-        "$PY" -m fgssl.training.pretrain configs/cub100_cpu.yaml --dataset_name "$DATA" --max_steps "$STEPS" \
-        --bf16 "$([[ $DEVICE == cuda ]] && echo true || echo false)" --output_dir "$WORK/cub100_run" \
-        --save_steps "$STEPS" --logging_steps 25 --picture_steps 0 --report_to none --disable_tqdm true --seed 0 \
-        "${RUN_ARGS[@]}"
-else
-    echo "!!! no cub100 data: run 'bash benchmarks/gpu_check.sh prepare' here and carry .gpu_data"
-    FAILED+=("cub100 data")
-fi
 
 stage "collecting results"
-"$PY" - "$WORK" "$OUT_DIR" "$CARD" "$((SECONDS - STARTED))" "${FAILED[*]:-}" "${RUN_ARGS[*]}" <<'EOF'
+"$PY" - "$WORK" "$OUT_DIR" "$CARD" "$((SECONDS - STARTED))" "${FAILED[*]:-}" "${RUN_ARGS[*]}" "${SKIPPED[*]:-}" <<'EOF'
 import json, shutil, subprocess, sys
 from pathlib import Path
-work, out, card, seconds, failed, run_args = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:]
-lines = [f"# GPU check on {card}", "", f"Total {seconds} s. Failed stages: {failed or 'none'}.", ""]
+work, out, card, seconds, failed, run_args, skipped = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:]
+lines = [f"# GPU check on {card}", "", f"Total {seconds} s. Failed stages: {failed or 'none'}. "
+         f"Skipped for time: {skipped or 'none'}.", ""]
 try:
     lines += ["```", subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout.strip(), "```", ""]
 except OSError:

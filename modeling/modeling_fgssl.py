@@ -236,7 +236,9 @@ def run_with_frozen_batch_statistics(mlp: nn.Sequential, x: torch.Tensor) -> tor
     for layer in mlp:
         if isinstance(layer, nn.BatchNorm1d):
             if layer.training:
-                stats = x.detach()
+                # In float32 like BN's own statistics: under bf16 autocast a bf16 mean beside float32 weights is
+                # refused (CPU) or loses precision.
+                stats = x.detach().float()
                 mean, var = stats.mean(dim=0), stats.var(dim=0, unbiased=False)  # what BN normalises by
             else:
                 mean, var = layer.running_mean, layer.running_var

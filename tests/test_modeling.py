@@ -204,6 +204,17 @@ def test_frozen_batch_statistics_keep_values_and_decouple_the_samples():
     torch.testing.assert_close(run_with_frozen_batch_statistics(model.projector, h), model.projector(h))
 
 
+def test_frozen_batch_statistics_run_under_bf16_autocast_like_the_ordinary_forward():
+    # The GPU recipes score Grad-CAM under bf16 autocast; on CPU a bf16 batch mean beside float32 BN weights was refused.
+    from fgssl.modeling.modeling_fgssl import run_with_frozen_batch_statistics
+
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", use_decoder=False)).train()
+    h = torch.randn(6, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        frozen, ordinary = run_with_frozen_batch_statistics(model.projector, h), model.projector(h)
+    torch.testing.assert_close(frozen.float(), ordinary.float(), atol=0.05, rtol=0.05)
+
+
 def test_simsiam_folder_loads_through_the_auto_classes_and_exports_the_backbone(tmp_path):
     model = FGSSLForPreTraining(tiny_fgssl_config("convnext", base="simsiam")).eval()
     model.save_pretrained(tmp_path)

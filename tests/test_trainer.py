@@ -422,3 +422,20 @@ def test_pairs_sheet_shows_the_reconstruction_target_when_it_is_not_the_view(tmp
         assert pictures["target"].shape == pictures["input"].shape
         assert not torch.allclose(pictures["target"], pictures["input"])
     assert save_pair_sheet(pictures, tmp_path / "sheet.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("base", ["moco", "simsiam"])
+def test_torch_compile_keeps_h_in_the_graph_for_gradcam(base, tmp_path):
+    # The GPU check's --compile runs failed with "differentiated Tensor ... not used in the graph": accelerate
+    # compiled the whole model (TrainingArguments sets a backend whenever torch_compile is), so h came back as its
+    # own graph output. aot_eager traces through AOTAutograd as inductor does, without compiling kernels.
+    torch._dynamo.reset()
+    model = FGSSLForPreTraining(tiny_fgssl_config("convnext", base=base, **method_config_kwargs("fgssl")))
+    trainer = make_trainer(tmp_path, "fgssl", model=model, steps=2, torch_compile=True,
+                           torch_compile_backend="aot_eager")
+    assert not trainer.args.torch_compile and trainer.args.torch_compile_backend is None
+    assert hasattr(model.fgssl.backbone, "_compiled_call_impl") and model.fgssl.backbone._compiled_call_impl
+    trainer.train()  # the whole objective, Grad-CAM included, through accelerate's prepared model
+    assert any("loss_synth" in row for row in trainer.state.log_history)
+    assert not hasattr(trainer.model_wrapped, "_orig_mod")  # accelerate did not compile the wrapper
+    torch._dynamo.reset()

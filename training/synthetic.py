@@ -81,22 +81,41 @@ def class_names(num_classes: int) -> list[str]:
     return [f"{MARK_SHAPES[i % len(MARK_SHAPES)]}_{positions[i // len(MARK_SHAPES)]}" for i in range(num_classes)]
 
 
-def sample_factors(rng: np.random.Generator) -> NuisanceFactors:
-    """Draw nuisance factors, independently of the class; the bird stays (almost) inside the image."""
+def sample_factors(rng: np.random.Generator, levels: int | None = None) -> NuisanceFactors:
+    """Draw nuisance factors, independently of the class; the bird stays (almost) inside the image.
+
+    levels: None draws the colours, the rotation and the texture seed from continua, so every image has its own
+    combination; an integer n draws each of them from n fixed values (the background type from its 6, position,
+    scale and facing stay continuous / random, which crops and flips change anyway). Few levels keep the nuisance
+    as large in pixels but make it shared by many images, as habitats and plumages are: telling one image from
+    the others then needs the class detail.
+    """
     scale = float(rng.uniform(0.85, 1.1))
     # Large and near the centre, so that a random crop keeps the bird and its mark; a tip of the tail or beak may
     # leave the frame (tests/test_synthetic.py: >= 90 % of the bird and the whole mark stay in).
     offset = POSITION_RANGE
+    if levels is None:
+        background_hue, body_hue = float(rng.uniform()), float(rng.uniform())
+        rotation, texture_seed = float(rng.uniform(-15.0, 15.0)), int(rng.integers(2**31 - 1))
+    else:
+        if int(levels) < 1:
+            raise ValueError(f"nuisance levels must be >= 1 (or None for continuous factors), got {levels}.")
+        n = int(levels)
+        hues = np.arange(n) / n
+        # Body hues sit between the background hues, so no bird is drawn in its background's colour.
+        background_hue, body_hue = float(rng.choice(hues)), float(rng.choice(hues) + 0.5 / n)
+        rotation = float(rng.choice(np.linspace(-15.0, 15.0, n))) if n > 1 else 0.0
+        texture_seed = int(rng.integers(n))
     return NuisanceFactors(
         background=int(rng.integers(len(BACKGROUNDS))),
-        background_hue=float(rng.uniform()),
-        body_hue=float(rng.uniform()),
+        background_hue=background_hue,
+        body_hue=body_hue % 1.0,
         x=float(0.5 + rng.uniform(-offset, offset)),
         y=float(0.5 + rng.uniform(-offset, offset)),
         scale=scale,
-        rotation=float(rng.uniform(-15.0, 15.0)),
+        rotation=rotation,
         facing=int(rng.choice([-1, 1])),
-        texture_seed=int(rng.integers(2**31 - 1)),
+        texture_seed=texture_seed,
     )
 
 
@@ -293,12 +312,13 @@ def _features(num_classes: int) -> datasets.Features:
     )
 
 
-def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.random.Generator) -> dict:
+def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.random.Generator,
+                nuisance_levels: int | None = None) -> dict:
     """Columns of one split: per_class images of every class, in a shuffled order."""
     labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
     columns: dict[str, list] = {"image": [], "label": [], **{fl.name: [] for fl in fields(NuisanceFactors)}}
     for label in labels:
-        factors = sample_factors(rng)
+        factors = sample_factors(rng, nuisance_levels)
         columns["image"].append(render_image(int(label), factors, image_size))
         columns["label"].append(int(label))
         for name, value in asdict(factors).items():
@@ -306,8 +326,9 @@ def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.rando
     return columns
 
 
-def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_class=20, image_size=64, seed=0):
-    """Generate the synthetic fine-grained dataset.
+def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_class=20, image_size=64, seed=0,
+                              nuisance_levels=None):
+    """Generate the synthetic fine-grained dataset (nuisance_levels: see `sample_factors`).
 
     Returns a DatasetDict with splits "train" and "test"; columns: image (PIL, image_size x image_size
     RGB), label (ClassLabel, names from `class_names`) and the nuisance factors (see NuisanceFactors).
@@ -319,7 +340,7 @@ def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_clas
     for index, (split, per_class) in enumerate((("train", train_per_class), ("test", test_per_class))):
         rng = np.random.default_rng([seed, index])
         splits[split] = datasets.Dataset.from_dict(
-            _make_split(num_classes, per_class, image_size, rng), features=features
+            _make_split(num_classes, per_class, image_size, rng, nuisance_levels), features=features
         )
     return datasets.DatasetDict(splits)
 

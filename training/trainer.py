@@ -165,8 +165,11 @@ class FGSSLTrainer(SafeSaveMixin, Trainer):
             if args.torch_compile:
                 # The objective calls the encoders and the decoder directly, not through the Trainer's wrapped
                 # forward: compile those modules in place, and keep accelerate from compiling the wrapper again.
-                compile_networks(model)
-                args.torch_compile = False
+                compile_networks(model, backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
+                # Trainer builds accelerate's dynamo plugin from the backend alone (set by TrainingArguments whenever
+                # torch_compile is): clear it too, or accelerate compiles the whole model, whose outputs h and A
+                # are then separate graph outputs that the Grad-CAM gradient finds unused.
+                args.torch_compile, args.torch_compile_backend, args.torch_compile_mode = False, None, None
         size = image_size or _model_image_size(config)
         if kwargs.get("processing_class") is None:
             # Saved by Trainer with the model in every checkpoint and the final folder (preprocessor_config.json).
@@ -439,12 +442,18 @@ class MomentumQueueCallback(TrainerCallback):
                 self.trainer.write_pictures(Path(args.output_dir) / "pictures")
 
 
-def compile_networks(model) -> None:
-    """`torch.compile` (in place) the networks one training step runs: encoder, momentum encoder, decoder."""
-    for name in ("fgssl", "momentum_encoder", "decoder"):
-        module = getattr(model, name, None)
-        if module is not None:
-            module.compile()
+def compile_networks(model, **compile_kwargs) -> None:
+    """`torch.compile` (in place) the networks one training step runs: the backbones of the encoder and of the
+    momentum encoder, and the decoder.
+
+    The backbones, not the whole encoders: pooling stays eager, so `h` and `A` are the very tensors the loss is
+    computed from. A compiled encoder returns them as separate graph outputs, and the Grad-CAM gradient of L_C with
+    respect to `h` then finds `h` unused (measured on the GPU check; tests/test_trainer.py)."""
+    for encoder in (getattr(model, "fgssl", None), getattr(model, "momentum_encoder", None)):
+        if encoder is not None:
+            encoder.backbone.compile(**compile_kwargs)
+    if getattr(model, "decoder", None) is not None:
+        model.decoder.compile(**compile_kwargs)
 
 
 def _model_image_size(config) -> int:
