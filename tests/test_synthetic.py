@@ -152,3 +152,28 @@ def test_default_dataset_is_generated_once_then_loaded(tmp_path, monkeypatch):
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("synthetic-")]) == 2  # other params, other dir
     with pytest.raises(TypeError):
         default_dataset(cache_dir=tmp_path, num_clases=3)
+
+
+def test_nuisance_levels_draw_each_factor_from_that_many_values():
+    rng = np.random.default_rng(0)
+    drawn = [sample_factors(rng, levels=2) for _ in range(200)]
+    assert {f.background_hue for f in drawn} == {0.0, 0.5}
+    assert {f.body_hue for f in drawn} == {0.25, 0.75}  # between the background hues
+    assert {f.rotation for f in drawn} == {-15.0, 15.0}
+    assert {f.texture_seed for f in drawn} == {0, 1}
+    # Background type, position, scale and facing stay as without levels.
+    assert len({f.background for f in drawn}) == 6 and len({round(f.x, 6) for f in drawn}) == 200
+    continuous = [sample_factors(rng) for _ in range(50)]
+    assert len({f.background_hue for f in continuous}) == 50 and len({f.texture_seed for f in continuous}) == 50
+    assert {sample_factors(rng, levels=1).rotation for _ in range(5)} == {0.0}
+    with pytest.raises(ValueError, match="levels must be >= 1"):
+        sample_factors(rng, levels=0)
+
+
+def test_dataset_with_nuisance_levels_records_the_levelled_factors():
+    ds = make_fine_grained_dataset(**SMALL, nuisance_levels=3)["train"]
+    assert set(np.round(ds["background_hue"], 4)) <= {0.0, 0.3333, 0.6667}
+    assert set(ds["texture_seed"]) <= {0, 1, 2}
+    # The default stays continuous: the option changes nothing unless given.
+    default = make_fine_grained_dataset(**SMALL)["train"]
+    assert len(set(default["texture_seed"])) == len(default)

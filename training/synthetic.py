@@ -94,29 +94,27 @@ def sample_factors(rng: np.random.Generator, levels: int | None = None) -> Nuisa
     # Large and near the centre, so that a random crop keeps the bird and its mark; a tip of the tail or beak may
     # leave the frame (tests/test_synthetic.py: >= 90 % of the bird and the whole mark stay in).
     offset = POSITION_RANGE
-    if levels is None:
-        background_hue, body_hue = float(rng.uniform()), float(rng.uniform())
-        rotation, texture_seed = float(rng.uniform(-15.0, 15.0)), int(rng.integers(2**31 - 1))
+    if levels is not None and int(levels) < 1:
+        raise ValueError(f"nuisance levels must be >= 1 (or None for continuous factors), got {levels}.")
+    n = None if levels is None else int(levels)
+    hues = None if n is None else np.arange(n) / n
+
+    def hue(shift: float = 0.0) -> float:
+        return float(rng.uniform()) if n is None else float(rng.choice(hues) + shift) % 1.0
+
+    # Drawn in the same order whatever `levels` is (the default dataset's stream is unchanged by the option).
+    background = int(rng.integers(len(BACKGROUNDS)))
+    background_hue = hue()
+    body_hue = hue(0.5 / n if n else 0.0)  # with levels, between the background hues: no bird in its background's colour
+    x, y = float(0.5 + rng.uniform(-offset, offset)), float(0.5 + rng.uniform(-offset, offset))
+    if n is None:
+        rotation = float(rng.uniform(-15.0, 15.0))
     else:
-        if int(levels) < 1:
-            raise ValueError(f"nuisance levels must be >= 1 (or None for continuous factors), got {levels}.")
-        n = int(levels)
-        hues = np.arange(n) / n
-        # Body hues sit between the background hues, so no bird is drawn in its background's colour.
-        background_hue, body_hue = float(rng.choice(hues)), float(rng.choice(hues) + 0.5 / n)
         rotation = float(rng.choice(np.linspace(-15.0, 15.0, n))) if n > 1 else 0.0
-        texture_seed = int(rng.integers(n))
-    return NuisanceFactors(
-        background=int(rng.integers(len(BACKGROUNDS))),
-        background_hue=background_hue,
-        body_hue=body_hue % 1.0,
-        x=float(0.5 + rng.uniform(-offset, offset)),
-        y=float(0.5 + rng.uniform(-offset, offset)),
-        scale=scale,
-        rotation=rotation,
-        facing=int(rng.choice([-1, 1])),
-        texture_seed=texture_seed,
-    )
+    facing = int(rng.choice([-1, 1]))
+    texture_seed = int(rng.integers(2**31 - 1)) if n is None else int(rng.integers(n))
+    return NuisanceFactors(background=background, background_hue=background_hue, body_hue=body_hue, x=x, y=y,
+                           scale=scale, rotation=rotation, facing=facing, texture_seed=texture_seed)
 
 
 # --------------------------------------------------------------------------------------------- geometry
