@@ -177,3 +177,12 @@ def test_dataset_with_nuisance_levels_records_the_levelled_factors():
     # The default stays continuous: the option changes nothing unless given.
     default = make_fine_grained_dataset(**SMALL)["train"]
     assert len(set(default["texture_seed"])) == len(default)
+
+
+def test_background_types_keep_the_first_kinds_only():
+    rng = np.random.default_rng(1)
+    assert {sample_factors(rng, background_types=2).background for _ in range(100)} == {0, 1}
+    ds = make_fine_grained_dataset(**SMALL, background_types=1)["train"]
+    assert set(ds["background"]) == {0}  # plain
+    with pytest.raises(ValueError, match="background_types must be in 1..6"):
+        sample_factors(rng, background_types=7)

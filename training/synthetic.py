@@ -81,15 +81,18 @@ def class_names(num_classes: int) -> list[str]:
     return [f"{MARK_SHAPES[i % len(MARK_SHAPES)]}_{positions[i // len(MARK_SHAPES)]}" for i in range(num_classes)]
 
 
-def sample_factors(rng: np.random.Generator, levels: int | None = None) -> NuisanceFactors:
+def sample_factors(rng: np.random.Generator, levels: int | None = None, background_types: int = len(BACKGROUNDS)
+                   ) -> NuisanceFactors:
     """Draw nuisance factors, independently of the class; the bird stays (almost) inside the image.
 
     levels: None draws the colours, the rotation and the texture seed from continua, so every image has its own
     combination; an integer n draws each of them from n fixed values (the background type from its 6, position,
     scale and facing stay continuous / random, which crops and flips change anyway). Few levels keep the nuisance
     as large in pixels but make it shared by many images, as habitats and plumages are: telling one image from
-    the others then needs the class detail.
+    the others then needs the class detail. background_types: the first k of BACKGROUNDS only (1: plain).
     """
+    if not 1 <= int(background_types) <= len(BACKGROUNDS):
+        raise ValueError(f"background_types must be in 1..{len(BACKGROUNDS)}, got {background_types}.")
     scale = float(rng.uniform(0.85, 1.1))
     # Large and near the centre, so that a random crop keeps the bird and its mark; a tip of the tail or beak may
     # leave the frame (tests/test_synthetic.py: >= 90 % of the bird and the whole mark stay in).
@@ -103,7 +106,7 @@ def sample_factors(rng: np.random.Generator, levels: int | None = None) -> Nuisa
         return float(rng.uniform()) if n is None else float(rng.choice(hues) + shift) % 1.0
 
     # Drawn in the same order whatever `levels` is (the default dataset's stream is unchanged by the option).
-    background = int(rng.integers(len(BACKGROUNDS)))
+    background = int(rng.integers(int(background_types)))
     background_hue = hue()
     body_hue = hue(0.5 / n if n else 0.0)  # with levels, between the background hues: no bird in its background's colour
     x, y = float(0.5 + rng.uniform(-offset, offset)), float(0.5 + rng.uniform(-offset, offset))
@@ -311,12 +314,12 @@ def _features(num_classes: int) -> datasets.Features:
 
 
 def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.random.Generator,
-                nuisance_levels: int | None = None) -> dict:
+                nuisance_levels: int | None = None, background_types: int = len(BACKGROUNDS)) -> dict:
     """Columns of one split: per_class images of every class, in a shuffled order."""
     labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
     columns: dict[str, list] = {"image": [], "label": [], **{fl.name: [] for fl in fields(NuisanceFactors)}}
     for label in labels:
-        factors = sample_factors(rng, nuisance_levels)
+        factors = sample_factors(rng, nuisance_levels, background_types)
         columns["image"].append(render_image(int(label), factors, image_size))
         columns["label"].append(int(label))
         for name, value in asdict(factors).items():
@@ -325,8 +328,8 @@ def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.rando
 
 
 def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_class=20, image_size=64, seed=0,
-                              nuisance_levels=None):
-    """Generate the synthetic fine-grained dataset (nuisance_levels: see `sample_factors`).
+                              nuisance_levels=None, background_types=len(BACKGROUNDS)):
+    """Generate the synthetic fine-grained dataset (nuisance_levels, background_types: see `sample_factors`).
 
     Returns a DatasetDict with splits "train" and "test"; columns: image (PIL, image_size x image_size
     RGB), label (ClassLabel, names from `class_names`) and the nuisance factors (see NuisanceFactors).
@@ -338,7 +341,8 @@ def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_clas
     for index, (split, per_class) in enumerate((("train", train_per_class), ("test", test_per_class))):
         rng = np.random.default_rng([seed, index])
         splits[split] = datasets.Dataset.from_dict(
-            _make_split(num_classes, per_class, image_size, rng, nuisance_levels), features=features
+            _make_split(num_classes, per_class, image_size, rng, nuisance_levels, background_types),
+            features=features,
         )
     return datasets.DatasetDict(splits)
 
