@@ -104,10 +104,10 @@ def mutual_information(features: np.ndarray, groups: np.ndarray, seed: int = 0) 
 def per_dim_statistics(features: np.ndarray, labels: np.ndarray, factors: dict[str, np.ndarray]) -> dict:
     """{factor: {"eps2": C, "mi": C}} for "class" and every nuisance factor, plus "nuisance_max" (C, max eps2)."""
     stats = {"class": {"eps2": epsilon_squared(features, labels), "mi": mutual_information(features, labels)}}
-    for name in NUISANCE_FACTORS:
+    for name in factors:
         groups = factor_groups(factors[name], categorical=name in CATEGORICAL_FACTORS)
         stats[name] = {"eps2": epsilon_squared(features, groups), "mi": mutual_information(features, groups)}
-    stats["nuisance_max"] = {key: np.max([stats[n][key] for n in NUISANCE_FACTORS], axis=0) for key in ("eps2", "mi")}
+    stats["nuisance_max"] = {key: np.max([stats[n][key] for n in factors], axis=0) for key in ("eps2", "mi")}
     return stats
 
 
@@ -225,14 +225,14 @@ def encoder_probes(train_x, train_y, train_factors, test_x, test_y, test_factors
     from fgssl.training.evaluation import linear_probe_top1
 
     probes = {"class_acc": linear_probe_top1(train_x, train_y, test_x, test_y, seed=seed)[0]}
-    for name in CATEGORICAL_FACTORS:
+    for name in (n for n in CATEGORICAL_FACTORS if n in train_factors):
         fit = factor_groups(train_factors[name], categorical=True)
         ids = np.unique(train_factors[name])
         test = np.searchsorted(ids, test_factors[name])
         probes[f"{name}_acc"] = linear_probe_top1(train_x, fit, test_x, test, seed=seed)[0]
-    for name in CONTINUOUS_FACTORS:
+    for name in (n for n in CONTINUOUS_FACTORS if n in train_factors):
         probes[f"{name}_r2"] = ridge_r2(train_x, train_factors[name], test_x, test_factors[name])
-    for name in CIRCULAR_FACTORS:
+    for name in (n for n in CIRCULAR_FACTORS if n in train_factors):
         probes[f"{name}_r2"] = ridge_r2(train_x, _circular_targets(train_factors[name]), test_x,
                                         _circular_targets(test_factors[name]))
     return probes
@@ -244,8 +244,8 @@ def chance_levels(train_y, train_factors) -> dict:
         return float(np.unique(values, return_counts=True)[1].max() / len(values))
 
     levels = {"class_acc": majority(train_y)}
-    levels.update({f"{n}_acc": majority(train_factors[n]) for n in CATEGORICAL_FACTORS})
-    levels.update({f"{n}_r2": 0.0 for n in CONTINUOUS_FACTORS + CIRCULAR_FACTORS})
+    levels.update({f"{n}_acc": majority(train_factors[n]) for n in CATEGORICAL_FACTORS if n in train_factors})
+    levels.update({f"{n}_r2": 0.0 for n in CONTINUOUS_FACTORS + CIRCULAR_FACTORS if n in train_factors})
     return levels
 
 
@@ -273,6 +273,9 @@ def analyse_encoder(model, data, image_size: int, objective: dict | None, batch_
     train_x, train_y = embed_dataset(encoder, data.train, image_size=image_size, desc="Embedding train")
     test_x, test_y = embed_dataset(encoder, data.eval, image_size=image_size, desc="Embedding test")
     train_f, test_f = split_factors(data.train), split_factors(data.eval)
+    # A factor the dataset holds constant (the default dataset: one background, no rotation) explains nothing.
+    varying = [n for n in NUISANCE_FACTORS if np.unique(train_f[n]).size > 1]
+    train_f, test_f = {n: train_f[n] for n in varying}, {n: test_f[n] for n in varying}
     result = {"probes": encoder_probes(train_x, train_y, train_f, test_x, test_y, test_f, seed),
               "chance": chance_levels(train_y, train_f), "hidden_size": int(train_x.shape[1])}
     if objective is None:
@@ -284,7 +287,7 @@ def analyse_encoder(model, data, image_size: int, objective: dict | None, batch_
     for set_name in MASK_SETS:
         comparison[set_name] = {
             factor: {key: weighted_means(dims[factor][key], masks[set_name], rng) for key in ("eps2", "mi")}
-            for factor in ("class", "nuisance_max", *NUISANCE_FACTORS)
+            for factor in ("class", "nuisance_max", *train_f)
         }
     result.update(dims=dims, masks=masks, comparison=comparison)
     return result
@@ -362,13 +365,14 @@ def mechanism_markdown(analyses: list[dict]) -> str:
                     f"{triple(nui)} | {_fmt(mean_std(r.get('p_higher') for r in nui), 1, 3)} | "
                     f"{_fmt(mean_std(r.get('spearman') for r in nui), 1, 2)} |"
                 )
+        factors = [f for f in NUISANCE_FACTORS if f in with_masks[0]["comparison"]["union"]]
         lines += ["", "### Per nuisance factor, union mask (epsilon^2 x100, perturbed / kept / all)", "",
-                  "| method | " + " | ".join(NUISANCE_FACTORS) + " |", "|" + "---|" * (len(NUISANCE_FACTORS) + 1)]
+                  "| method | " + " | ".join(factors) + " |", "|" + "---|" * (len(factors) + 1)]
         for m in methods:
             group = [a for a in with_masks if a["method"] == m]
             if group:
                 cells = [" / ".join(_fmt(mean_std(a["comparison"]["union"][f]["eps2"][k] for a in group))
-                                    for k in ("perturbed", "kept", "all")) for f in NUISANCE_FACTORS]
+                                    for k in ("perturbed", "kept", "all")) for f in factors]
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines += ["", "### Verdict (union mask, per seed: permutation p < 0.05 against random dims)", ""]
         for m in methods:

@@ -116,7 +116,7 @@ def test_push_exits_0_when_pushed(tmp_path, monkeypatch, capsys):
 
 def test_usage_error_is_one_line_and_debug_shows_the_traceback(capsys, monkeypatch):
     monkeypatch.delenv("FGSSL_DEBUG", raising=False)
-    argv = ["--per_device_train_batch_size", "1", "--output_dir", "unused"]
+    argv = ["--per_device_train_batch_size", "1", "--queue_size", "0", "--output_dir", "unused"]
     assert pretrain.cli(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--per_device_train_batch_size" in err[0] and "--queue_size" in err[0]
@@ -169,9 +169,9 @@ def no_work(monkeypatch):
 @pytest.mark.parametrize(
     "argv, named",
     [
-        (["--per_device_train_batch_size", "1"], "--per_device_train_batch_size"),
+        (["--per_device_train_batch_size", "1", "--queue_size", "0"], "--per_device_train_batch_size"),
         (["--per_device_train_batch_size", "0", "--queue_size", "64"], "--per_device_train_batch_size"),
-        (["--image_size", "16"], "--image_size 32"),  # convnext-tiny-cpu: total stride 32
+        (["--backbone", "convnext-tiny-cpu", "--image_size", "16"], "--image_size 32"),  # total stride 32
         (["--backbone", "vit-tiny-cpu", "--image_size", "4"], "--image_size 8"),  # patch 8
         (["--learning_rate", "-0.001"], "--learning_rate"),
         (["--learning_rate", "0"], "--learning_rate"),

@@ -17,6 +17,7 @@ from fgssl.training.synthetic import (
     sample_factors,
 )
 
+BACKGROUND_STRIPES = synthetic.BACKGROUNDS.index("stripes")
 SMALL = dict(num_classes=4, train_per_class=3, test_per_class=2, image_size=32)
 
 
@@ -95,18 +96,21 @@ def test_the_marks_are_small_next_to_the_nuisance():
 
 
 def test_training_views_hold_the_mark():
-    """The demo recipe's random crops (its crop_scale_min) keep at least half of the mark in almost every view."""
+    """The demo recipe's random crops (its crop_scale_min) keep at least half of the mark in almost every view of the
+    default dataset's images."""
     import torch
 
     from fgssl.training.augment import sample_crop_boxes
-    from fgssl.training.trainer import ObjectiveArguments
+    from fgssl.training.pretrain import DEMO_RECIPE
 
     rng, n = np.random.default_rng(2), 200
-    masks = [part_mask(i % 10, sample_factors(rng), 64, "mark") for i in range(n)]
+    masks = [part_mask(i % 10, sample_factors(rng, levels=1, background_types=1, palette="turned"), 64, "mark")
+             for i in range(n)]
     torch.manual_seed(0)
-    boxes = sample_crop_boxes(4 * n, 64, 64, scale=(ObjectiveArguments().crop_scale_min, 1.0)).int().tolist()
+    scale = (float(DEMO_RECIPE["crop_scale_min"]), 1.0)
+    boxes = sample_crop_boxes(4 * n, 64, 64, scale=scale).int().tolist()
     kept = [masks[j % n][y0 : y0 + h, x0 : x0 + w].sum() / masks[j % n].sum() for j, (x0, y0, w, h) in enumerate(boxes)]
-    assert np.mean(np.array(kept) >= 0.5) > 0.9
+    assert np.mean(np.array(kept) >= 0.5) > 0.95
 
 
 def test_every_class_has_its_own_mark():
@@ -171,12 +175,25 @@ def test_nuisance_levels_draw_each_factor_from_that_many_values():
 
 
 def test_dataset_with_nuisance_levels_records_the_levelled_factors():
-    ds = make_fine_grained_dataset(**SMALL, nuisance_levels=3)["train"]
+    ds = make_fine_grained_dataset(**SMALL, nuisance_levels=3, palette="independent")["train"]
     assert set(np.round(ds["background_hue"], 4)) <= {0.0, 0.3333, 0.6667}
     assert set(ds["texture_seed"]) <= {0, 1, 2}
-    # The default stays continuous: the option changes nothing unless given.
-    default = make_fine_grained_dataset(**SMALL)["train"]
-    assert len(set(default["texture_seed"])) == len(default)
+    # Version 1's dataset: every factor continuous, every image its own texture.
+    v1 = make_fine_grained_dataset(**SMALL, nuisance_levels=None, background_types=6, palette="independent")["train"]
+    assert len(set(v1["texture_seed"])) == len(v1) and len(set(v1["background"])) > 1
+
+
+def test_default_dataset_turns_one_colour_scheme_per_image():
+    """The default: a plain background, no rotation, one texture seed; every image its own hue (the body opposite
+    the background), position, scale and facing."""
+    ds = make_fine_grained_dataset(**{**SMALL, "train_per_class": 10})["train"]
+    assert set(ds["background"]) == {0} and set(ds["rotation"]) == {0.0} and set(ds["texture_seed"]) == {0}
+    hues = np.array(ds["background_hue"])
+    assert len(set(np.round(hues, 4))) == len(ds) and hues.min() < 0.2 and hues.max() > 0.8
+    assert np.allclose((hues + 0.5) % 1.0, ds["body_hue"], atol=1e-4)
+    assert len({round(x, 5) for x in ds["x"]}) == len(ds) and set(ds["facing"]) == {-1, 1}
+    with pytest.raises(ValueError, match="palette must be one of"):
+        sample_factors(np.random.default_rng(0), palette="grey")
 
 
 def test_background_types_keep_the_first_kinds_only():
@@ -186,3 +203,34 @@ def test_background_types_keep_the_first_kinds_only():
     assert set(ds["background"]) == {0}  # plain
     with pytest.raises(ValueError, match="background_types must be in 1..6"):
         sample_factors(rng, background_types=7)
+
+
+def test_scenes_share_the_habitat_and_vary_the_bird():
+    ds = make_fine_grained_dataset(**{**SMALL, "train_per_class": 8}, scenes=3, background_types=6)
+    train, test = ds["train"], ds["test"]
+    assert set(train["scene"]) == {0, 1, 2} and set(test["scene"]) <= {0, 1, 2}
+    habitat = {}
+    for split in (train, test):  # train and test share the scenes
+        for row in split:
+            fixed = tuple(row[name] for name in synthetic.SCENE_FIELDS)
+            assert habitat.setdefault(row["scene"], fixed) == fixed
+    assert len(set(habitat.values())) == 3
+    assert [habitat[k][0] for k in range(3)] == [0, 1, 2]  # scenes take the background kinds in turn
+    rows = [r for r in train if r["scene"] == 0]
+    assert len({round(r["x"], 5) for r in rows}) == len(rows) and len({r["label"] for r in rows}) > 1
+    with pytest.raises(ValueError, match="scenes must be >= 1"):
+        make_fine_grained_dataset(**SMALL, scenes=0)
+
+
+def test_the_background_moves_with_the_bird():
+    """The texture is anchored to the bird: shifting the bird shifts its background by as many pixels, so a random
+    crop (which moves both together) cannot tell apart two images of one scene by where the bird sits."""
+    f = replace(sample_factors(np.random.default_rng(3)), background=BACKGROUND_STRIPES, x=0.45, y=0.5, scale=1.0,
+                rotation=0.0)
+    shift = 8  # pixels at 64 px: x + 0.125
+    a = _pixels(render_image(0, f, 64))
+    b = _pixels(render_image(0, replace(f, x=f.x + shift / 64), 64))
+    top = slice(0, 6)  # rows above the bird: background only
+    moved = np.abs(a[top, 4:40] - b[top, 4 + shift:40 + shift]).mean()
+    unmoved = np.abs(a[top, 4:40] - b[top, 4:40]).mean()
+    assert moved < 0.3 * unmoved and unmoved > 5, (moved, unmoved)  # what is left is the pixel noise

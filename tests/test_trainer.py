@@ -335,11 +335,18 @@ def test_mismatched_method_and_model_are_refused(tmp_path):
         (["--rho_variance", "1.5"], "rho_variance"),
         (["--perturbation", "zero"], "perturbation"),
         (["--synth_fraction", "-0.1"], "synth_fraction"),
+        (["--hue_jitter", "0.7"], "hue_jitter"),
     ],
 )
 def test_invalid_objective_knob_is_refused_at_parse_time(argv, field):
     with pytest.raises(ValueError, match=field):
         parse_args(argv)
+
+
+def test_hue_jitter_defaults_to_a_quarter_of_color_jitter_and_can_span_every_hue():
+    assert ObjectiveArguments(color_jitter=0.4).augmentation(32).jitter == pytest.approx((0.4, 0.4, 0.4, 0.1))
+    assert ObjectiveArguments(color_jitter=0.4, hue_jitter=0.5).augmentation(32).jitter[3] == 0.5
+    assert parse_args(["--hue_jitter", "0.5"])[3].hue_jitter == 0.5
 
 
 @pytest.mark.parametrize(
@@ -378,6 +385,23 @@ def test_shipped_configs_parse(path):
     extra = ["--bf16", "false"] if "gpu" in path.name and not torch.cuda.is_available() else []
     model_args, data_args, training_args, objective_args = parse_args([str(path), *extra])
     assert objective_args.method in ("moco", "lcr", "fgssl")
+
+
+def test_no_argument_run_is_configs_demo_yaml_and_a_dataset_keeps_the_library_defaults():
+    """`fgssl-pretrain` alone runs DEMO_RECIPE (written out in configs/demo.yaml); flags override it; a run on a
+    dataset of the user's keeps MoCo v2's augmentations and the model defaults."""
+    from dataclasses import asdict
+
+    resolvable = {"decoder_input", "output_dir", "logging_dir"}  # None in one, resolved to the same value later
+    for bare, written in zip(parse_args([]), parse_args([str(REPO_ROOT / "configs" / "demo.yaml")])):
+        a, b = asdict(bare), asdict(written)
+        assert {k: (a[k], b[k]) for k in a if a[k] != b[k] and k not in resolvable} == {}
+    model_args, _, _, objective = parse_args([])
+    assert (model_args.backbone, model_args.queue_size, objective.hue_jitter) == ("resnet-tiny-cpu", 512, 0.5)
+    assert parse_args(["--blur_p", "0.3", "--dataset_name", "synthetic"])[3].blur_p == 0.3
+    model_args, _, _, objective = parse_args(["--dataset_name", "data/birds"])
+    assert (model_args.backbone, model_args.queue_size, objective.blur_p, objective.hue_jitter) == (
+        "convnext-tiny-cpu", None, 0.5, None)
 
 
 def test_short_cub100_run_lowers_the_loss_and_saves_loadable_models(cub100, tmp_path):

@@ -3,9 +3,14 @@
 Every class is the same bird (body, head, beak, eye, wing, tail, legs). Classes differ ONLY in a small
 mark on the wing: its shape (dot, two dots, bar, ring, cross, ...) and, beyond 10 classes, its position
 on the wing. Everything else is a nuisance factor drawn independently of the class, and it changes far
-more pixels than the mark does: background texture and colour, body colour, position, scale, a small
-rotation, which way the bird faces, pixel noise. This is the situation the method is built for: plain
-contrastive learning can separate images by their nuisance; the class is in a detail.
+more pixels than the mark does. In the default dataset (generator version 2) every image has its own colour
+scheme (the whole picture turned to a hue of its own), its own position, scale and facing, on a plain
+background: nuisance that the SSL augmentations (hue jitter, random crops, flips) span, so that instance
+discrimination has to find the mark, while an untrained encoder is misled by the colours (issue 11;
+benchmarks/results/demo/). Options give harder variants: `nuisance_levels=None, background_types=6,
+palette="independent"` is version 1's dataset (textured backgrounds, every colour, rotation and texture of its
+own: per-image cues the augmentations do not remove, which contrastive SSL learns instead of the mark), and
+`scenes=k` shares one background, colours and rotation among the images of each of k scenes.
 
 The marks are all mirror-symmetric, so a horizontal flip (an augmentation, and the `facing` factor)
 never turns one class into another. Rendering is a pure function of (label, factors, size), so every
@@ -23,7 +28,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import datasets
@@ -33,7 +38,7 @@ from PIL import Image, ImageDraw
 logger = logging.getLogger(__name__)
 
 #: Bump when the rendering changes, so cached copies of the default dataset are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Mark shapes (the class detail), each symmetric under a left-right mirror.
 MARK_SHAPES = (
@@ -50,6 +55,8 @@ POSITION_RANGE = 0.08
 #: How far the texture's second colour is from its first (1: as drawn): the texture's contrast.
 TEXTURE_CONTRAST = 0.5
 BACKGROUNDS = ("plain", "gradient", "stripes", "checker", "blobs", "clouds")
+#: How an image's colours are drawn (see `sample_factors`).
+PALETTES = ("independent", "turned")
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,8 @@ def class_names(num_classes: int) -> list[str]:
     return [f"{MARK_SHAPES[i % len(MARK_SHAPES)]}_{positions[i // len(MARK_SHAPES)]}" for i in range(num_classes)]
 
 
-def sample_factors(rng: np.random.Generator, levels: int | None = None, background_types: int = len(BACKGROUNDS)
-                   ) -> NuisanceFactors:
+def sample_factors(rng: np.random.Generator, levels: int | None = None, background_types: int = len(BACKGROUNDS),
+                   palette: str = "independent") -> NuisanceFactors:
     """Draw nuisance factors, independently of the class; the bird stays (almost) inside the image.
 
     levels: None draws the colours, the rotation and the texture seed from continua, so every image has its own
@@ -90,7 +97,13 @@ def sample_factors(rng: np.random.Generator, levels: int | None = None, backgrou
     scale and facing stay continuous / random, which crops and flips change anyway). Few levels keep the nuisance
     as large in pixels but make it shared by many images, as habitats and plumages are: telling one image from
     the others then needs the class detail. background_types: the first k of BACKGROUNDS only (1: plain).
+    palette: "independent" draws the background and body hues each on its own (or from the levels); "turned" gives
+    every image one colour scheme turned to a hue of its own (uniform over the circle, whatever `levels` is), the body
+    hue opposite the background's: a nuisance as large as colour gets, which hue jitter spans, so two views of one
+    image share no colour cue that other images lack.
     """
+    if palette not in PALETTES:
+        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}.")
     if not 1 <= int(background_types) <= len(BACKGROUNDS):
         raise ValueError(f"background_types must be in 1..{len(BACKGROUNDS)}, got {background_types}.")
     scale = float(rng.uniform(0.85, 1.1))
@@ -116,8 +129,34 @@ def sample_factors(rng: np.random.Generator, levels: int | None = None, backgrou
         rotation = float(rng.choice(np.linspace(-15.0, 15.0, n))) if n > 1 else 0.0
     facing = int(rng.choice([-1, 1]))
     texture_seed = int(rng.integers(2**31 - 1)) if n is None else int(rng.integers(n))
+    if palette == "turned":  # drawn last: the other factors' stream is the same for both palettes
+        background_hue = float(rng.uniform())
+        body_hue = (background_hue + 0.5) % 1.0
     return NuisanceFactors(background=background, background_hue=background_hue, body_hue=body_hue, x=x, y=y,
                            scale=scale, rotation=rotation, facing=facing, texture_seed=texture_seed)
+
+
+#: The factors a scene fixes (a habitat and a plumage shared by many images); position, scale and facing stay per image.
+SCENE_FIELDS = ("background", "background_hue", "body_hue", "rotation", "texture_seed")
+
+
+def sample_scenes(num_scenes: int, seed: int, background_types: int = len(BACKGROUNDS)) -> list[NuisanceFactors]:
+    """num_scenes scenes: each fixes the background (kinds in turn, so scenes differ in kind first), its colours and
+    texture, the body colour and the rotation. They belong to the dataset's seed, shared by its train and test
+    splits, like the habitats of a real collection."""
+    if int(num_scenes) < 1:
+        raise ValueError(f"scenes must be >= 1 (or None for a scene per image), got {num_scenes}.")
+    rng = np.random.default_rng([seed, 2])
+    scenes = []
+    for k in range(int(num_scenes)):
+        f = sample_factors(rng, None, background_types)
+        scenes.append(replace(f, background=k % int(background_types)))
+    return scenes
+
+
+def in_scene(factors: NuisanceFactors, scene: NuisanceFactors) -> NuisanceFactors:
+    """factors with the scene's SCENE_FIELDS (the bird's position, scale and facing are kept)."""
+    return replace(factors, **{name: getattr(scene, name) for name in SCENE_FIELDS})
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -185,13 +224,37 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v))
 
 
-def _background(f: NuisanceFactors, side: int, rng: np.random.Generator) -> np.ndarray:
-    """Background texture, float side x side x 3 in [0, 1]."""
+#: The texture is drawn on [-pad, 1 + pad]^2 (texture units: 1 = the image side at scale 1), pad at least
+#: TEXTURE_PAD, and cut out around the bird, so that it moves and scales with the bird (see `_texture_window`).
+TEXTURE_PAD = 0.25
+
+
+def _texture_window(f: NuisanceFactors) -> tuple[float, float, float, float]:
+    """The part of the texture (x0, y0, x1, y1 in texture units) that the image shows.
+
+    The texture is anchored to the bird: texture point (0.5, 0.5) is always under the bird's centre and the texture
+    scales with the bird. So where the bird sits on its background, and how large it is next to the texture's
+    stripes or blobs, is the same in every image that shares a texture: a random crop (which moves and scales
+    everything together) leaves no position cue that tells such images apart.
+    """
+    def span(centre: float) -> tuple[float, float]:
+        return 0.5 - centre / f.scale, 0.5 + (1.0 - centre) / f.scale
+
+    (x0, x1), (y0, y1) = span(f.x), span(f.y)
+    return x0, y0, x1, y1
+
+
+def _background(f: NuisanceFactors, side: int, rng: np.random.Generator) -> Image.Image:
+    """Background texture as an RGB side x side image, cut out of a larger texture around the bird."""
     c1 = _hsv(f.background_hue, rng.uniform(0.2, 0.7), rng.uniform(0.35, 0.95))
     c2 = _hsv(f.background_hue + rng.choice([-1, 1]) * rng.uniform(0.05, 0.3), rng.uniform(0.2, 0.8),
               rng.uniform(0.3, 0.95))
     c2 = c1 + TEXTURE_CONTRAST * (c2 - c1)
-    yy, xx = (np.mgrid[0:side, 0:side] / side).astype(np.float32)
+    window = _texture_window(f)
+    pad = max(TEXTURE_PAD, *(-v for v in window[:2]), *(v - 1.0 for v in window[2:]))
+    extent = 1.0 + 2.0 * pad
+    big = int(math.ceil(side * extent))
+    yy, xx = (np.mgrid[0:big, 0:big] / side - pad).astype(np.float32)
     angle = rng.uniform(0, math.pi)
     along = math.cos(angle) * xx + math.sin(angle) * yy
     kind = BACKGROUNDS[f.background]
@@ -206,18 +269,22 @@ def _background(f: NuisanceFactors, side: int, rng: np.random.Generator) -> np.n
         across = -math.sin(angle) * xx + math.cos(angle) * yy
         t = ((np.floor(along / period) + np.floor(across / period)) % 2).astype(float)
     elif kind == "blobs":
-        img = Image.new("L", (side, side), 0)
+        img = Image.new("L", (big, big), 0)
         draw = ImageDraw.Draw(img)
-        for _ in range(int(rng.integers(6, 14))):
-            cx, cy = rng.uniform(0, side, 2)
+        for _ in range(int(rng.integers(6, 14) * extent**2)):  # the density of 6-14 blobs per image side squared
+            cx, cy = rng.uniform(0, big, 2)
             a, b = rng.uniform(0.04, 0.15, 2) * side
             draw.polygon([tuple(p) for p in _ellipse(cx, cy, a, b, rng.uniform(0, 180), n=24)], fill=255)
         t = np.asarray(img, dtype=float) / 255
-    else:  # clouds: smooth random field
-        grid = Image.fromarray((rng.uniform(size=(6, 6)) * 255).astype(np.uint8), mode="L")
-        t = np.asarray(grid.resize((side, side), Image.Resampling.BICUBIC), dtype=float) / 255
+    else:  # clouds: smooth random field, 6 x 6 control points per image side
+        cells = int(round(6 * extent))
+        grid = Image.fromarray((rng.uniform(size=(cells, cells)) * 255).astype(np.uint8), mode="L")
+        t = np.asarray(grid.resize((big, big), Image.Resampling.BICUBIC), dtype=float) / 255
     t = np.clip(t, 0, 1)[..., None]
-    return np.clip((1 - t) * c1 + t * c2, 0, 1)
+    texture = np.clip((1 - t) * c1 + t * c2, 0, 1)
+    image = Image.fromarray((texture * 255).round().astype(np.uint8), mode="RGB")
+    box = tuple((v + pad) * side for v in window)
+    return image.resize((side, side), Image.Resampling.BILINEAR, box=box)
 
 
 def _placer(f: NuisanceFactors, side: float):
@@ -270,7 +337,7 @@ def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64) ->
     side = size * ss
     # The texture at 2x the output is smooth enough after downsampling, and 4x cheaper than at `side`.
     texture_side = min(side, 2 * size)
-    texture = Image.fromarray((_background(f, texture_side, rng) * 255).round().astype(np.uint8), mode="RGB")
+    texture = _background(f, texture_side, rng)
     canvas = texture.resize((side, side), Image.Resampling.BILINEAR) if texture_side != side else texture
 
     body = _hsv(f.body_hue, rng.uniform(0.35, 0.85), rng.uniform(0.5, 0.95))
@@ -302,24 +369,32 @@ def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64) ->
 # --------------------------------------------------------------------------------------------- datasets
 
 
-def _features(num_classes: int) -> datasets.Features:
+def _features(num_classes: int, with_scene: bool = False) -> datasets.Features:
     factor_types = {"background": "int32", "facing": "int32", "texture_seed": "int64"}
     return datasets.Features(
         {
             "image": datasets.Image(),
             "label": datasets.ClassLabel(names=class_names(num_classes)),
+            **({"scene": datasets.Value("int32")} if with_scene else {}),
             **{fl.name: datasets.Value(factor_types.get(fl.name, "float32")) for fl in fields(NuisanceFactors)},
         }
     )
 
 
 def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.random.Generator,
-                nuisance_levels: int | None = None, background_types: int = len(BACKGROUNDS)) -> dict:
+                nuisance_levels: int | None = None, background_types: int = len(BACKGROUNDS),
+                scenes: list[NuisanceFactors] | None = None, palette: str = "independent") -> dict:
     """Columns of one split: per_class images of every class, in a shuffled order."""
     labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
     columns: dict[str, list] = {"image": [], "label": [], **{fl.name: [] for fl in fields(NuisanceFactors)}}
+    if scenes:
+        columns["scene"] = []
     for label in labels:
-        factors = sample_factors(rng, nuisance_levels, background_types)
+        factors = sample_factors(rng, nuisance_levels, background_types, palette)
+        if scenes:
+            k = int(rng.integers(len(scenes)))
+            factors = in_scene(factors, scenes[k])
+            columns["scene"].append(k)
         columns["image"].append(render_image(int(label), factors, image_size))
         columns["label"].append(int(label))
         for name, value in asdict(factors).items():
@@ -328,20 +403,25 @@ def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.rando
 
 
 def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_class=20, image_size=64, seed=0,
-                              nuisance_levels=None, background_types=len(BACKGROUNDS)):
-    """Generate the synthetic fine-grained dataset (nuisance_levels, background_types: see `sample_factors`).
+                              nuisance_levels=1, background_types=1, palette="turned", scenes=None):
+    """Generate the synthetic fine-grained dataset (nuisance_levels, background_types, palette: see
+    `sample_factors`; scenes: None draws every image's nuisance on its own, an integer k gives every image one of
+    k scenes, see `sample_scenes`, recorded in a "scene" column). The defaults: one plain background, no rotation,
+    every image's colour scheme turned to its own hue (see the module docstring).
 
     Returns a DatasetDict with splits "train" and "test"; columns: image (PIL, image_size x image_size
     RGB), label (ClassLabel, names from `class_names`) and the nuisance factors (see NuisanceFactors).
     Deterministic given the arguments; train and test draw from independent streams of `seed`.
     """
     names = class_names(num_classes)  # validates num_classes
-    features = _features(len(names))
+    features = _features(len(names), with_scene=scenes is not None)
+    scene_list = None if scenes is None else sample_scenes(scenes, seed, background_types)
     splits = {}
     for index, (split, per_class) in enumerate((("train", train_per_class), ("test", test_per_class))):
         rng = np.random.default_rng([seed, index])
         splits[split] = datasets.Dataset.from_dict(
-            _make_split(num_classes, per_class, image_size, rng, nuisance_levels, background_types),
+            _make_split(num_classes, per_class, image_size, rng, nuisance_levels, background_types, scene_list,
+                        palette),
             features=features,
         )
     return datasets.DatasetDict(splits)

@@ -74,6 +74,10 @@ class ObjectiveArguments:
     lcr_weight: float = field(default=0.01, metadata={"help": "LCR: weight of the screening KL term."})
     crop_scale_min: float = field(default=0.2, metadata={"help": "Random resized crop: smallest area fraction."})
     color_jitter: float = field(default=0.4, metadata={"help": "Brightness/contrast/saturation jitter (hue = x/4)."})
+    hue_jitter: float | None = field(
+        default=None,
+        metadata={"help": "Hue jitter range (0..0.5; 0.5: any hue). Default: color_jitter / 4 (MoCo v2's 0.1)."},
+    )
     color_jitter_p: float = field(default=0.8, metadata={"help": "Probability of colour jitter."})
     grayscale_p: float = field(default=0.2, metadata={"help": "Probability of grayscale."})
     blur_p: float = field(default=0.5, metadata={"help": "Probability of Gaussian blur."})
@@ -98,6 +102,8 @@ class ObjectiveArguments:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}.")
+        if self.hue_jitter is not None and not 0.0 <= self.hue_jitter <= 0.5:
+            raise ValueError(f"hue_jitter must be in [0, 0.5] (0.5: any hue), got {self.hue_jitter}.")
         if not 0.0 < self.crop_scale_min <= 1.0:
             raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}.")
         if self.temperature <= 0:
@@ -111,10 +117,11 @@ class ObjectiveArguments:
 
     def augmentation(self, image_size: int) -> TwoViewAugment:
         j = self.color_jitter
+        hue = j / 4 if self.hue_jitter is None else self.hue_jitter
         return TwoViewAugment(
             image_size,
             crop_scale=(self.crop_scale_min, 1.0),
-            jitter=(j, j, j, j / 4),
+            jitter=(j, j, j, hue),
             jitter_p=self.color_jitter_p,
             grayscale_p=self.grayscale_p,
             blur_p=self.blur_p,
