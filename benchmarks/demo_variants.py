@@ -40,7 +40,8 @@ def main(argv=None) -> int:
                         help="Colours (sample_factors). The defaults of this script are version 1's dataset "
                              "(continuous factors, 6 backgrounds, independent colours), so that earlier rows rerun.")
     parser.add_argument("--scenes", type=int, default=None,
-                        help="Every image in one of k scenes (shared background, colours, rotation; see sample_scenes).")
+                        help="Every image in one of k scenes (shared background, colours, rotation; "
+                             "see sample_scenes).")
     parser.add_argument("--fixed_geometry", action="store_true",
                         help="Diagnostic: every bird at the centre, scale 1, no rotation (only the mark, the facing "
                              "and the colours left to tell images apart).")
