@@ -249,6 +249,15 @@ def evaluate_random_init(spec: RunSpec, config: str, extra: list[str], dry_run: 
     return record
 
 
+def start_row_name(config: str, extra: list[str]) -> str:
+    """What the untrained-on-cub100 encoder of these arguments is: `random-init` for a backbone preset, else
+    `generic-init` (pretrained weights named by --backbone, e.g. the generic initialisation of --init)."""
+    from fgssl.training.pretrain import backbone_presets, parse_args
+
+    model_args = parse_args([config, *extra])[0]
+    return "random-init" if model_args.backbone in backbone_presets() else "generic-init"
+
+
 def random_init_argv(config: str, extra: list[str], spec: RunSpec) -> list[str]:
     """Pretrain arguments whose (untrained) model is the random-init encoder: moco, i.e. mean pooling."""
     return [config, *extra, "--method", "moco", "--seed", str(spec.seed), "--output_dir", str(spec.run_dir)]
@@ -366,6 +375,27 @@ def grid_points() -> list[tuple[str, list[str]]]:
     return points
 
 
+#: The grid from a generic initialisation (`--grid --init`), in two stages on the holdout: first the learning rate of
+#: the continued training for moco, scored against the initialisation alone (the first bar: does pre-training on
+#: the fine-grained images help at all?); then the method's knobs at that learning rate, scored against moco.
+INIT_GRID_LEARNING_RATES = ("1e-4", "3e-4", "1e-3")
+INIT_GRID_VARIATIONS = {"decoder_input": ["pooled"], "mask_mode": ["gradcam"], "sigma": ["2.0"]}
+
+
+def init_grid_points(learning_rate: str) -> list[tuple[str, list[str]]]:
+    """Stage 2 of the init grid at the chosen learning rate: the centre, its random mask, one knob at a time."""
+    lr = ["--learning_rate", learning_rate]
+    def argv(knobs):
+        return [a for name, value in knobs.items() for a in (f"--{name}", value)]
+
+    points = [("center", ["--method", "fgssl", *lr, *argv(GRID_CENTER)]),
+              ("center+random-mask", ["--method", "fgssl", *lr, *argv({**GRID_CENTER, "mask_mode": "random"})])]
+    for knob, values in INIT_GRID_VARIATIONS.items():
+        for value in values:
+            points.append((f"{knob}={value}", ["--method", "fgssl", *lr, *argv({**GRID_CENTER, knob: value})]))
+    return points
+
+
 def relative_gain(metrics: dict, reference: dict) -> float:
     """The grid's selection score: mean over the goal metrics of metric / moco's metric - 1 (on holdout)."""
     return sum(metrics[m] / reference[m] - 1 for m in ("retrieval_map", "linear_top1")) / 2
@@ -406,14 +436,74 @@ def run_grid(args: argparse.Namespace) -> dict:
     return result
 
 
+def run_init_grid(args: argparse.Namespace) -> dict:
+    """The grid from --init (seed 0, holdout): stage 1 moco's learning rate against the initialisation alone,
+    stage 2 fgssl's knobs at that learning rate against moco. Writes <out>/grid/grid.{json,md} with `chosen`."""
+    seed, runs_dir = args.seeds[0], Path(args.runs_dir) / "grid"
+    holdout = ["--holdout_fraction", str(GRID_HOLDOUT)]
+    start = RunSpec("generic-init", seed, "random_init", runs_dir / f"generic-init-seed{seed}")
+    records = {"generic-init": evaluate_random_init(start, args.config, [*args.extra, *holdout], args.dry_run)}
+    for lr in INIT_GRID_LEARNING_RATES:
+        name = f"moco lr={lr}"
+        spec = RunSpec(name, seed, "grid", runs_dir / f"moco-lr{lr}-seed{seed}")
+        argv = [args.config, *args.extra, *holdout, "--method", "moco", "--learning_rate", lr, "--seed", str(seed),
+                "--output_dir", str(spec.run_dir)]
+        records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
+    if args.dry_run:
+        return {"runs": list(records.values())}
+    done = {n: r for n, r in records.items() if r.get("status") == "done"}
+    result = {"seed": seed, "holdout_fraction": GRID_HOLDOUT, "center": GRID_CENTER,
+              "variations": INIT_GRID_VARIATIONS, "learning_rates": INIT_GRID_LEARNING_RATES}
+    lr_scores = {n: relative_gain(r["metrics"], done["generic-init"]["metrics"]) for n, r in done.items()
+                 if n.startswith("moco lr=")} if "generic-init" in done else {}
+    if lr_scores:
+        best_lr = max(lr_scores, key=lr_scores.get).split("=", 1)[1]
+        chosen = {"learning_rate": best_lr, **GRID_CENTER}
+        for name, overrides in init_grid_points(best_lr):
+            spec = RunSpec(name, seed, "grid", runs_dir / f"{name.replace('=', '-')}-lr{best_lr}-seed{seed}")
+            argv = [args.config, *args.extra, *holdout, *overrides, "--seed", str(seed), "--output_dir",
+                    str(spec.run_dir)]
+            records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
+        done = {n: r for n, r in records.items() if r.get("status") == "done"}
+        moco = done[f"moco lr={best_lr}"]
+        scores = {n: relative_gain(r["metrics"], moco["metrics"]) for n, r in done.items()
+                  if n not in ("center+random-mask", "generic-init") and not n.startswith("moco lr=")}
+        best = max(scores, key=scores.get) if scores else "center"
+        if best != "center":
+            knob, value = best.split("=", 1)
+            chosen[knob] = value
+        evaluation = json.loads((resolve_path(moco["run_dir"]) / "eval_results.json").read_text())
+        n, p = evaluation["num_images"]["test"], moco["metrics"]["linear_top1"]
+        result.update(learning_rate_scores=lr_scores, scores=scores, best=best, chosen=chosen, holdout_images=n,
+                      linear_top1_standard_error=math.sqrt(p * (1 - p) / n))
+    result["runs"] = list(records.values())
+    out = Path(args.out) / "grid"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grid.json").write_text(json.dumps(repo_relative_paths(result), indent=2, default=str) + "\n")
+    (out / "grid.md").write_text(grid_markdown(result, done))
+    print((out / "grid.md").read_text())
+    return result
+
+
+def knobs_from_grid(path: Path) -> list[str]:
+    """The `chosen` knobs of a grid.json as pretrain arguments (the choice made on the holdout, never on test)."""
+    result = json.loads(Path(path).read_text())
+    if "chosen" not in result:
+        raise SystemExit(f"{path} holds no choice yet (the grid did not finish); run the grid first.")
+    return [a for name, value in result["chosen"].items() for a in (f"--{name}", str(value))]
+
+
 def grid_markdown(result: dict, done: dict) -> str:
     lines = [f"# Knob grid on the holdout (seed {result['seed']}, {int(100 * result['holdout_fraction'])} % of every "
              "class of train held out; the test split is not loaded)", "",
              f"Centre: {result['center']}. Each row changes one knob. Score = mean over retrieval mAP and linear "
-             "top-1 of (metric / moco's - 1); one seed, so differences of a few % are within noise.", "",
+             "top-1 of (metric / moco's - 1); one seed, so differences of a few % are within noise."
+             + (" From a generic initialisation: the `moco lr=` rows are scored against `generic-init` (the "
+                "initialisation alone) and choose the learning rate; the fgssl rows run at that learning rate and "
+                "are scored against its moco row." if "learning_rates" in result else ""), "",
              "| run | " + " | ".join(METRICS) + " | score | steps | train min |", "|---" * (len(METRICS) + 4) + "|"]
     for name, r in done.items():
-        score = result.get("scores", {}).get(name)
+        score = result.get("scores", {}).get(name, result.get("learning_rate_scores", {}).get(name))
         lines.append(f"| {name} | " + " | ".join(f"{100 * r['metrics'][m]:.2f}" for m in METRICS)
                      + f" | {'' if score is None else f'{100 * score:+.1f} %'} | {r.get('global_step')} | "
                      f"{(r.get('train_runtime') or 0) / 60:.1f} |")
@@ -466,6 +556,12 @@ def parse_cli(argv=None) -> argparse.Namespace:
                              "clearly learns and each run's time.")
     parser.add_argument("--calibrate_methods", default="moco",
                         help="With --calibrate: methods to time besides moco (e.g. moco,fgssl: fgssl is the slowest).")
+    parser.add_argument("--init", default="",
+                        help="A plain transformers backbone folder every run starts from (--backbone), e.g. the "
+                             "generic initialisation of benchmarks/generic_init.py; adds the `generic-init` rows "
+                             "(that encoder alone) beside `random-init` (the config's preset).")
+    parser.add_argument("--knobs_from", default="",
+                        help="A grid.json whose `chosen` knobs (chosen on the holdout) every run takes.")
     parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
     parser.add_argument("--title", default="cub100: moco vs lcr vs fgssl vs fgssl-random (from scratch, 2 CPU cores)")
     args = parser.parse_args(argv)
@@ -498,6 +594,19 @@ def parse_cli(argv=None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown --calibrate_methods {unknown}; choose from {', '.join(METHOD_ARGS)}")
     args.extra = shlex.split(args.extra)
+    if args.knobs_from:
+        knobs = resolve_path(args.knobs_from)
+        if not knobs.is_file():
+            parser.error(f"--knobs_from {args.knobs_from}: no such file")
+        args.extra = [*knobs_from_grid(knobs), *args.extra]
+    args.start_extra = list(args.extra)
+    if args.init:
+        init = resolve_path(args.init)
+        if not (init / "config.json").is_file():
+            parser.error(f"--init {args.init}: not a backbone folder (no config.json); make one with "
+                         "python benchmarks/generic_init.py")
+        args.init = str(init)
+        args.extra = ["--backbone", args.init, *args.extra]
     if args.equal_time_reference != "none" and args.equal_time_reference not in args.methods:
         parser.error(f"--equal_time_reference {args.equal_time_reference} is not among --methods (or pass none)")
     config = resolve_path(args.config)
@@ -518,9 +627,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             spec = RunSpec(method, seed, "equal_epochs", run_dir_for(runs_dir, "equal_epochs", method, seed))
             records.append(launch(spec, args.config, args.extra, args.dry_run, args.keep_checkpoints))
     if not args.no_random_init:
-        for seed in args.seeds:
-            spec = RunSpec("random-init", seed, "random_init", run_dir_for(runs_dir, "random_init", "random-init", seed))
-            records.append(evaluate_random_init(spec, args.config, args.extra, args.dry_run))
+        # The encoders the runs start from, untrained on cub100: the preset's random init and, from --init, the
+        # generic initialisation alone (the "ImageNet only" row).
+        starts = [("random-init", args.start_extra)] if args.init else []
+        starts.append((start_row_name(args.config, args.extra), args.extra))
+        for name, extra in starts:
+            for seed in args.seeds:
+                spec = RunSpec(name, seed, "random_init", run_dir_for(runs_dir, "random_init", name, seed))
+                records.append(evaluate_random_init(spec, args.config, extra, args.dry_run))
     reference = args.equal_time_reference if "equal_time" in args.budgets else "none"
     if reference != "none":
         for method in args.equal_time_methods:
@@ -621,7 +735,7 @@ def main(argv=None) -> dict:
     if args.calibrate:
         return calibrate(args)
     if args.grid:
-        return run_grid(args)
+        return run_init_grid(args) if args.init else run_grid(args)
     results = run_benchmark(args)
     if args.dry_run:
         return results

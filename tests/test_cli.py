@@ -200,14 +200,14 @@ def test_valid_edge_settings_pass_validation(tmp_path):
 
 
 @pytest.mark.parametrize("preset, sizes", [("convnext-tiny-cpu", (32, 40, 63)), ("vit-tiny-cpu", (8, 24, 33)),
-                                           ("resnet-tiny-cpu", (8, 33))])
+                                           ("resnet-tiny-cpu", (8, 33)), ("resnet-s16-cpu", (8, 33, 64))])
 def test_feature_map_side_from_the_config_matches_the_backbone(preset, sizes):
     import torch
 
     from fgssl.modeling import FGSSLConfig, FGSSLModel
 
     for size in sizes:
-        backbone_config = pretrain._backbone_presets()[preset](size)
+        backbone_config = pretrain.backbone_presets()[preset](size)
         model = FGSSLModel(FGSSLConfig(backbone_config=backbone_config, image_size=size)).eval()
         with torch.no_grad():
             feature_map = model(torch.zeros(1, 3, size, size)).feature_map

@@ -36,7 +36,7 @@ logger = logging.getLogger("fgssl.pretrain")
 # ---------------------------------------------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------------------------------------------
-def _backbone_presets() -> dict:
+def backbone_presets() -> dict:
     from transformers import ConvNextConfig, ResNetConfig, ViTConfig
 
     return {
@@ -48,6 +48,11 @@ def _backbone_presets() -> dict:
                                             intermediate_size=768, image_size=s, patch_size=8),
         "resnet-tiny-cpu": lambda s: ResNetConfig(layer_type="basic", embedding_size=32, depths=[1, 1, 1, 1],
                                                   hidden_sizes=[32, 64, 128, 256]),
+        # Total stride 16 (three stages, no 2 x 2 last stage): a 4 x 4 final map at 64 px, and a backbone that learns
+        # (benchmarks/results/demo/backbones.md). Width chosen on tinyimagenet200 validation within the 2-core budget
+        # of the generic initialisation (benchmarks/results/cub100_init/init.md).
+        "resnet-s16-cpu": lambda s: ResNetConfig(layer_type="basic", embedding_size=32, depths=[1, 1, 1],
+                                                 hidden_sizes=[48, 96, 192]),
         # The GPU recipes' architectures (random init; pass a checkpoint path to start from ImageNet weights).
         "vit-s16": lambda s: ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                                        intermediate_size=1536, image_size=s, patch_size=16),
@@ -74,7 +79,8 @@ CONFIG_FIELDS = ("base", "projector_hidden_size", "projector_dim", "momentum", "
 class ModelArguments:
     backbone: str = field(
         default="convnext-tiny-cpu",
-        metadata={"help": "A preset (convnext-tiny-cpu, convnext-s16-cpu, vit-tiny-cpu, resnet-tiny-cpu, vit-s16, convnext-t; random "
+        metadata={"help": "A preset (convnext-tiny-cpu, convnext-s16-cpu, vit-tiny-cpu, resnet-tiny-cpu, resnet-s16-cpu, "
+                          "vit-s16, convnext-t; random "
                           "init) or a local folder / Hub id of a transformers vision backbone to start from."},
     )
     model_name_or_path: str | None = field(
@@ -203,7 +209,7 @@ def build_model(model_args: ModelArguments, method: str):
     config_kwargs.update(image_size=model_args.image_size, **method_config_kwargs(method))
     if model_args.model_name_or_path:
         return FGSSLForPreTraining.from_pretrained(model_args.model_name_or_path, **config_kwargs)
-    presets = _backbone_presets()
+    presets = backbone_presets()
     if model_args.backbone in presets:
         backbone_config = presets[model_args.backbone](model_args.image_size)
         return FGSSLForPreTraining(FGSSLConfig(backbone_config=backbone_config, **config_kwargs))
@@ -256,7 +262,7 @@ def effective_queue_size(model_args: ModelArguments) -> int:
 def backbone_config_for(model_args: ModelArguments):
     """The backbone config the run would build (preset, fgssl checkpoint or backbone folder), or None when it
     cannot be read without building the model (then `build_model` reports the problem)."""
-    presets = _backbone_presets()
+    presets = backbone_presets()
     try:
         if model_args.model_name_or_path:
             return _checkpoint_config(model_args).backbone_config

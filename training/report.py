@@ -30,11 +30,11 @@ CARD_END = "<!-- fgssl-report: end -->"
 
 def start_label(model_args) -> str:
     """How the starting encoder is named: "random init" for a backbone preset, else where its weights came from."""
-    from .pretrain import _backbone_presets
+    from .pretrain import backbone_presets
 
     if getattr(model_args, "model_name_or_path", None):
         return f"start ({model_args.model_name_or_path})"
-    if model_args.backbone in _backbone_presets():
+    if model_args.backbone in backbone_presets():
         return "random init"
     return f"start ({model_args.backbone})"
 
