@@ -3,6 +3,9 @@
 # deadline, DEADLINE_S (default 510 s), cuts the later stages short so that the results are always collected inside
 # the device tool's 10-minute call). Stages in order of priority:
 #   1. environment: GPU, driver, library versions (nvidia-smi);
+#   1b. the paper's backbone first: ResNet-50 at 224 px in bf16 with the recipe's model settings
+#      (configs/cub200_resnet50_mocov2_gpu.yaml; random init, same cost as microsoft/resnet-50): moco, fgssl f = 1.0
+#      and 0.25 with Shuffle BN's one-GPU emulation (4 groups, the recipe's), then moco and fgssl-1.0 without it;
 #   2. step cost of moco vs fgssl (f = 1.0, 0.25, and 1.0 with the synthesized query pass recomputed in backward) and
 #      of simsiam, simsiam-fgssl-1.0, for ViT-S/16 and ConvNeXt-T at 224 px in bf16, with the GPU recipes' model
 #      settings (configs/cub200_*_gpu.yaml; the decoder decodes the final feature map, FGSSLConfig's default):
@@ -17,7 +20,8 @@
 #   DRY_RUN=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh   # the same logic on CPU, tiny sizes
 #
 # Writes at most 8 files (the device tool returns 8) under ${OUT:-benchmarks/results/gpu}: gpu_check_<card>.md
-# (summary), gpu_check.log, the two step-cost JSONs and PNGs, cub100_run_<card>.json and its pictures.
+# (summary, every step-cost table), gpu_check.log, the step-cost JSONs (ResNet-50 with and without Shuffle BN's
+# emulation, ViT-S/16, ConvNeXt-T) and cub100_run_<card>.json. No picture: the run's views are of cub100 images.
 # Installs nothing from the network: carried wheels only (pip --no-index).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,14 +123,14 @@ if [[ "$DRY_RUN" == "1" ]]; then
     # CPU, tiny sizes, the same code paths (configs, bf16 autocast, FLOP counting, memory, the pre-training CLI);
     # CPU peak memory needs a subprocess per variant, hence the longer limits.
     LIMIT_SCALE=4; DEADLINE_S="${DEADLINE_S:-100000}"; DEVICE=cpu; SIZE=32; BATCH=8; REPS=2; WARMUP=1; STEPS=4
-    VIT=vit-tiny-cpu; CNX=convnext-s16-cpu; DECODER=(--decoder_block_out_channels 32 16)
+    VIT=vit-tiny-cpu; CNX=convnext-s16-cpu; R50=resnet-s16-cpu; DECODER=(--decoder_block_out_channels 32 16)
     RUN_ARGS=(--backbone vit-tiny-cpu --image_size 32 --decoder_block_out_channels 32 16
               --per_device_train_batch_size 16 --max_train_samples 64 --max_eval_samples 32 --use_cpu true
               --synth_warmup_steps 1 --synth_ramp_steps 1 --dataloader_num_workers 0)
 else
     LIMIT_SCALE=1; DEADLINE_S="${DEADLINE_S:-510}"; DEVICE=cuda; SIZE=224; BATCH=128; REPS=10; WARMUP=3
     STEPS=300
-    VIT=vit-s16; CNX=convnext-t; DECODER=()
+    VIT=vit-s16; CNX=convnext-t; R50=resnet50; DECODER=()
     # The 7 x 7 final map of ViT-S/16 at 112 px, x 2**3: 56 px synthesized images, resized up to 112.
     RUN_ARGS=(--backbone vit-s16 --image_size 112 --decoder_block_out_channels 128 64 32 32
               --per_device_train_batch_size 128 --synth_warmup_steps 100 --synth_ramp_steps 100
@@ -153,6 +157,18 @@ EOF
 CARD="$("$PY" -c "import torch, re; print(re.sub('[^A-Za-z0-9]+', '-', torch.cuda.get_device_name(0)).strip('-')
     if torch.cuda.is_available() else 'cpu-dry-run')")"
 
+# The paper's recipe first: ResNet-50, MoCo v2 settings of LCR, Shuffle BN's emulation as the recipe runs it (4 groups)
+# and, for its cost, without it.
+run_stage "step cost $R50 ${SIZE}px bf16, Shuffle BN emulation (4 groups)" 150 \
+    "$PY" benchmarks/step_cost.py --config configs/cub200_resnet50_mocov2_gpu.yaml --backbone "$R50" \
+    --image_size "$SIZE" --batch_size "$BATCH" --device "$DEVICE" --bf16 --shuffle_bn_groups 4 \
+    --methods moco fgssl-1.0 fgssl-0.25 --reps "$REPS" --warmup "$WARMUP" --breakdown_reps 3 --no_plot \
+    "${DECODER[@]}" --out "$WORK/step_cost"
+run_stage "step cost $R50 ${SIZE}px bf16, no Shuffle BN" 90 \
+    "$PY" benchmarks/step_cost.py --config configs/cub200_resnet50_mocov2_gpu.yaml --backbone "$R50" \
+    --image_size "$SIZE" --batch_size "$BATCH" --device "$DEVICE" --bf16 --shuffle_bn_groups 1 \
+    --methods moco fgssl-1.0 --reps "$REPS" --warmup "$WARMUP" --breakdown_reps 2 --no_memory --no_flops --no_plot \
+    "${DECODER[@]}" --out "$WORK/step_cost"
 for pair in "$VIT:configs/cub200_vit_s16_gpu.yaml" "$CNX:configs/cub200_convnext_t_gpu.yaml"; do
     backbone="${pair%%:*}"; config="${pair#*:}"
     run_stage "step cost $backbone ${SIZE}px bf16" 150 \
@@ -172,7 +188,7 @@ if [[ -n "$DATA" ]]; then
         "$PY" -m fgssl.training.pretrain configs/cub100_cpu.yaml --dataset_name "$DATA" --max_steps "$STEPS" \
         --bf16 "$([[ $DEVICE == cuda ]] && echo true || echo false)" --output_dir "$WORK/cub100_run" \
         --save_steps "$STEPS" --logging_steps 25 --picture_steps 0 --report_to none --disable_tqdm true --seed 0 \
-        --compare_with_start false \
+        --compare_with_start false --linear_backend torch \
         "${RUN_ARGS[@]}"
 else
     echo "!!! no cub100 data: run 'bash benchmarks/gpu_check.sh prepare' here and carry .gpu_data"
@@ -210,7 +226,7 @@ except OSError:
 for md in sorted((work / "step_cost").glob("step_cost_*.md")):
     lines += [md.read_text(), ""]
 for path in sorted((work / "step_cost").glob("step_cost_*")):
-    if path.suffix in (".json", ".png") and "stepautocast" not in path.name and "compiled" not in path.name:
+    if path.suffix == ".json" and "stepautocast" not in path.name and "compiled" not in path.name:
         shutil.copy(path, out / path.name)
 run = work / "cub100_run"
 if (run / "train_results.json").is_file():
@@ -221,9 +237,6 @@ if (run / "train_results.json").is_file():
     if state:
         summary["log_history"] = json.loads(state[-1].read_text())["log_history"]
     (out / f"cub100_run_{card}.json").write_text(json.dumps(summary, indent=2, default=str))
-    pictures = sorted((run / "pictures").glob("*.png"))
-    if pictures:
-        shutil.copy(pictures[-1], out / f"cub100_pairs_{card}.png")
     train = summary["train"]
     lines += ["## cub100 pre-training", "",
               f"`python -m fgssl.training.pretrain configs/cub100_cpu.yaml {run_args}`", "",

@@ -3,6 +3,16 @@
     python benchmarks/mechanism.py                                   # moco, lcr, fgssl, fgssl-random; seeds 0,1,2
     python benchmarks/mechanism.py --methods moco,fgssl --seeds 0    # shorter
     python benchmarks/mechanism.py --analyse_only                    # re-analyse finished runs, train nothing
+    # class side only, on a real dataset without nuisance labels: the cub100 benchmark's runs from --init
+    python benchmarks/mechanism.py --config configs/cub100_init_cpu.yaml --init <backbone folder> \
+        --knobs_from benchmarks/results/cub100_init/grid/grid.json --runs_dir outputs/bench/cub100_init \
+        --out benchmarks/results/cub100_init/mechanism --methods moco,fgssl,fgssl-random --seeds 0 --analyse_only
+
+A dataset without the nuisance-factor columns (anything but the embedded one) gets the class side only: per-dim
+class epsilon^2 / MI, the mask frequencies, perturbed vs kept vs all dims for the class, the class probe; dims_*.png
+then plots class epsilon^2 against the selection frequency. --init / --knobs_from are cub100.py's (the runs' argv
+must match what the benchmark recorded). The start rows (random-init, generic-init) have untrained projectors: no
+mask there, encoder probes only.
 
 1. The same comparison as benchmarks/cub100.py, shorter (configs/demo.yaml: the embedded synthetic "birds", 10
    classes that differ only in a wing mark; background, colours, position, scale, rotation and facing are
@@ -102,12 +112,16 @@ def mutual_information(features: np.ndarray, groups: np.ndarray, seed: int = 0) 
 
 
 def per_dim_statistics(features: np.ndarray, labels: np.ndarray, factors: dict[str, np.ndarray]) -> dict:
-    """{factor: {"eps2": C, "mi": C}} for "class" and every nuisance factor, plus "nuisance_max" (C, max eps2)."""
+    """{factor: {"eps2": C, "mi": C}} for "class" and every nuisance factor, plus "nuisance_max" (C, max eps2).
+
+    factors = {} (a dataset without nuisance labels): "class" only, no "nuisance_max".
+    """
     stats = {"class": {"eps2": epsilon_squared(features, labels), "mi": mutual_information(features, labels)}}
     for name in factors:
         groups = factor_groups(factors[name], categorical=name in CATEGORICAL_FACTORS)
         stats[name] = {"eps2": epsilon_squared(features, groups), "mi": mutual_information(features, groups)}
-    stats["nuisance_max"] = {key: np.max([stats[n][key] for n in factors], axis=0) for key in ("eps2", "mi")}
+    if factors:
+        stats["nuisance_max"] = {key: np.max([stats[n][key] for n in factors], axis=0) for key in ("eps2", "mi")}
     return stats
 
 
@@ -253,8 +267,14 @@ def chance_levels(train_y, train_factors) -> dict:
 
 
 def split_factors(dataset) -> dict[str, np.ndarray]:
-    """The nuisance factor columns of a decoded split (training.data keeps the non-image columns)."""
+    """The nuisance factor columns of a decoded split (training.data keeps the non-image columns).
+
+    {} for a dataset with none of them (a real dataset, e.g. cub100: the check is then class side only); an error
+    for one with only some of them.
+    """
     missing = [n for n in NUISANCE_FACTORS if n not in dataset.column_names]
+    if len(missing) == len(NUISANCE_FACTORS):
+        return {}
     if missing:
         raise ValueError(
             f"The dataset lacks the nuisance factor columns {missing}: the mechanism check needs the embedded "
@@ -274,7 +294,7 @@ def analyse_encoder(model, data, image_size: int, objective: dict | None, batch_
     test_x, test_y = embed_dataset(encoder, data.eval, image_size=image_size, desc="Embedding test")
     train_f, test_f = split_factors(data.train), split_factors(data.eval)
     # A factor the dataset holds constant (the default dataset: one background, no rotation) explains nothing.
-    varying = [n for n in NUISANCE_FACTORS if np.unique(train_f[n]).size > 1]
+    varying = [n for n in NUISANCE_FACTORS if n in train_f and np.unique(train_f[n]).size > 1]
     train_f, test_f = {n: train_f[n] for n in varying}, {n: test_f[n] for n in varying}
     result = {"probes": encoder_probes(train_x, train_y, train_f, test_x, test_y, test_f, seed),
               "chance": chance_levels(train_y, train_f), "hidden_size": int(train_x.shape[1])}
@@ -282,15 +302,41 @@ def analyse_encoder(model, data, image_size: int, objective: dict | None, batch_
         return result
     dims = per_dim_statistics(train_x, train_y, train_f)
     masks = mask_statistics(model, data.train, objective, image_size, batch_size, passes, seed)
+    result.update(dims=dims, masks=masks, comparison=compare_dims(dims, masks, train_f, seed))
+    return result
+
+
+def compare_dims(dims: dict, masks: dict, factors: dict, seed: int = 0,
+                 permutations: int = NUM_PERMUTATIONS) -> dict:
+    """{mask set: {factor: {"eps2"|"mi": weighted_means}}} for "class", and "nuisance_max" and every factor when
+    there are nuisance factors (factors = {}: "class" only)."""
     rng = np.random.default_rng(seed)
     comparison = {}
     for set_name in MASK_SETS:
         comparison[set_name] = {
-            factor: {key: weighted_means(dims[factor][key], masks[set_name], rng) for key in ("eps2", "mi")}
-            for factor in ("class", "nuisance_max", *train_f)
+            factor: {key: weighted_means(dims[factor][key], masks[set_name], rng, permutations)
+                     for key in ("eps2", "mi")}
+            for factor in ("class", *(("nuisance_max", *factors) if factors else ()))
         }
-    result.update(dims=dims, masks=masks, comparison=comparison)
-    return result
+    return comparison
+
+
+def is_start_row(record: dict) -> bool:
+    """A benchmark start row (the encoder the runs start from, untrained on the dataset): random-init or, with
+    cub100.py's --init, generic-init."""
+    return record.get("budget") == "random_init" or record["method"] in ("random-init", "generic-init")
+
+
+def analysis_argv(bench: argparse.Namespace, record: dict) -> list[str]:
+    """The pretrain argv the benchmark recorded for a run (cub100.check_run_dir compares them): a start row's is
+    random_init_argv with the overrides of its row (random-init: without --init's --backbone), a run's
+    pretrain_argv with bench.extra (--backbone <init> and the --knobs_from knobs included)."""
+    spec = cub100.RunSpec(record["method"], record["seed"], record["budget"], cub100.resolve_path(record["run_dir"]))
+    if is_start_row(record):
+        start_extra = getattr(bench, "start_extra", bench.extra)
+        extra = start_extra if record["method"] == "random-init" and getattr(bench, "init", "") else bench.extra
+        return cub100.random_init_argv(bench.config, extra, spec)
+    return cub100.pretrain_argv(bench.config, bench.extra, spec)
 
 
 def analyse_run(record: dict, pretrain_argv: list[str], passes: int) -> dict:
@@ -304,8 +350,10 @@ def analyse_run(record: dict, pretrain_argv: list[str], passes: int) -> dict:
     _, _, training_args, objective_args = parse_args(pretrain_argv)
     # The untrained model of the same config and seed, and the config's data (same subsets as the runs).
     model, model_args, data = cub100.random_init_model(pretrain_argv)
-    objective = None  # random init: an untrained projector's "Grad-CAM" would mean nothing
-    if record["method"] != "random-init":
+    # The start rows (random-init, generic-init: budget random_init) have untrained projectors, whose "Grad-CAM"
+    # would mean nothing: encoder probes only, no mask. The criteria apply where a projector was trained.
+    objective = None
+    if not is_start_row(record):
         model = load_pretraining_run(run_dir)
         objective = asdict(objective_args)
     result = analyse_encoder(model, data, model_args.image_size, objective,
@@ -325,10 +373,70 @@ def _fmt(stat, scale=100.0, digits=1) -> str:
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}" if n > 1 else f"{scale * mean:.{digits}f}"
 
 
-def mechanism_markdown(analyses: list[dict]) -> str:
+def is_class_side_only(analyses: list[dict]) -> bool:
+    """True when no analysis holds a nuisance factor (a dataset without nuisance labels: class side only)."""
+    return not any(set(a["probes"]) - {"class_acc"} or "nuisance_max" in a.get("dims", {}) for a in analyses)
+
+
+def class_side_markdown(analyses: list[dict], dataset: str | None = None) -> str:
+    """mechanism.md for a dataset without nuisance labels: the class probe and the class side of the comparison."""
+    methods = sorted({a["method"] for a in analyses}, key=method_sort_key)
+    lines = [f"# Mechanism check on {dataset or 'a dataset without nuisance labels'}", "",
+             "Class side only: the dataset has no nuisance labels (no nuisance-factor columns), so what the "
+             "perturbed dims hold of the nuisance is not measured here; only how much class information they carry "
+             "against the kept dims and random dims. The start rows (random-init, generic-init) have untrained "
+             "projectors: no mask there (encoder probe only).", "",
+             "## Encoder level: linear probe of the class on frozen h (train -> test)", "",
+             "| method | seeds | class_acc |", "|---|---|---|"]
+    for m in methods:
+        group = [a for a in analyses if a["method"] == m]
+        lines.append(f"| {m} | {','.join(str(a['seed']) for a in group)} | "
+                     f"{_fmt(mean_std(a['probes']['class_acc'] for a in group))} |")
+    lines.append(f"| chance | | {100 * analyses[0]['chance']['class_acc']:.1f} |")
+
+    with_masks = [a for a in analyses if "comparison" in a]
+    if not with_masks:
+        return "\n".join(lines) + "\n"
+    lines += ["", "## Per dimension: do the perturbed dims carry less class information than kept / random dims?", "",
+              "epsilon^2 (x100): the share of a dim's variance the class explains (chance-corrected). "
+              "`perturbed`/`kept`: weighted by the selection frequency f_c / 1 - f_c of the fgssl mask recomputed on "
+              "the trained model; `all`: mean over all dims = the random-dims baseline (the `random` mask's "
+              "expectation). p: one-sided permutation p-values of the perturbed mean (frequencies shuffled over "
+              "dims). For moco the mask is what fgssl's criteria would pick on that encoder; for fgssl-random what "
+              "they would pick on it (it trained with the random mask).", "",
+              "| method | dims | class eps2: perturbed / kept / all | p(lower) | p(higher) | spearman(f, class eps2) | "
+              "class MI (nats x100): perturbed / kept / all |", "|" + "---|" * 7]
+    for m in methods:
+        group = [a for a in with_masks if a["method"] == m]
+        if not group:
+            continue
+        for set_name in MASK_SETS:
+            rows = {key: [a["comparison"][set_name]["class"][key] for a in group] for key in ("eps2", "mi")}
+            triple = lambda rs: " / ".join(_fmt(mean_std(r[k] for r in rs)) for k in ("perturbed", "kept", "all"))  # noqa: E731
+            lines.append(f"| {m} | {set_name} | {triple(rows['eps2'])} | "
+                         f"{_fmt(mean_std(r.get('p_lower') for r in rows['eps2']), 1, 3)} | "
+                         f"{_fmt(mean_std(r.get('p_higher') for r in rows['eps2']), 1, 3)} | "
+                         f"{_fmt(mean_std(r.get('spearman') for r in rows['eps2']), 1, 2)} | {triple(rows['mi'])} |")
+    lines += ["", "### Verdict (union mask, per seed: permutation p < 0.05 against random dims)", ""]
+    for m in methods:
+        group = [a for a in with_masks if a["method"] == m]
+        if not group:
+            continue
+        less = sum(a["comparison"]["union"]["class"]["eps2"].get("p_lower", 1) < 0.05 for a in group)
+        more = sum(a["comparison"]["union"]["class"]["eps2"].get("p_higher", 1) < 0.05 for a in group)
+        lines.append(f"- {m}: perturbed dims carry less class information than random dims in {less}/{len(group)} "
+                     f"seeds, more in {more}/{len(group)} seeds.")
+    return "\n".join(lines) + "\n"
+
+
+def mechanism_markdown(analyses: list[dict], dataset: str | None = None) -> str:
+    """mechanism.md: `dataset` None = the embedded synthetic dataset (nuisance factors known); a dataset without
+    nuisance labels gets the class side only (class_side_markdown)."""
+    if is_class_side_only(analyses):
+        return class_side_markdown(analyses, dataset)
     methods = sorted({a["method"] for a in analyses}, key=method_sort_key)
     by_method = {m: [a for a in analyses if a["method"] == m] for m in methods}
-    lines = ["# Mechanism check on the embedded synthetic dataset", ""]
+    lines = [f"# Mechanism check on {dataset or 'the embedded synthetic dataset'}", ""]
 
     probe_keys = list(analyses[0]["probes"])
     lines += ["## Encoder level: what h holds (linear probes, train -> test)", "",
@@ -390,6 +498,25 @@ def mechanism_markdown(analyses: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plot_class_dims(plt, a: dict, path: Path) -> Path:
+    """Class side only (no nuisance labels): per dim, class epsilon^2 vs the union mask's selection frequency."""
+    x = np.asarray(a["dims"]["class"]["eps2"])
+    freq, in_v = np.asarray(a["masks"]["union"]), np.asarray(a["masks"]["variance"]) > 0
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(x[~in_v], freq[~in_v], s=14, label="not in V")
+    ax.scatter(x[in_v], freq[in_v], s=22, marker="^", edgecolors="k", linewidths=0.3, label="in V (low variance)")
+    ax.axvline(float(x.mean()), color="grey", lw=0.8, ls="--", label="mean over dims (random dims)")
+    ax.set_xlabel("class epsilon^2 (share of the dim's variance)")
+    ax.set_ylabel("selection frequency (union mask)")
+    ax.set_title(f"{a['method']} seed {a['seed']}: {len(x)} dims of h (class side only: no nuisance labels)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_dims(analyses: list[dict], out_dir: Path) -> list[Path]:
     """One scatter per method (first seed): class eps2 vs max nuisance eps2 per dim, coloured by selection freq."""
     import matplotlib
@@ -400,6 +527,9 @@ def plot_dims(analyses: list[dict], out_dir: Path) -> list[Path]:
     paths = []
     for method in sorted({a["method"] for a in analyses if "dims" in a}, key=method_sort_key):
         a = min((a for a in analyses if a["method"] == method and "dims" in a), key=lambda a: a["seed"])
+        if "nuisance_max" not in a["dims"]:  # class side only: class eps2 against the selection frequency
+            paths.append(_plot_class_dims(plt, a, out_dir / f"dims_{method}.png"))
+            continue
         x, y = a["dims"]["class"]["eps2"], a["dims"]["nuisance_max"]["eps2"]
         freq, in_v = a["masks"]["union"], a["masks"]["variance"] > 0
         fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -435,7 +565,9 @@ def plot_probes(analyses: list[dict], out_dir: Path) -> Path:
                yerr=[100 * s[1] for s in stats], capsize=2, label=m)
     ax.set_xticks(np.arange(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=7)
     ax.set_ylabel("accuracy % / R^2 x100")
-    ax.set_title("Linear decodability from h (train -> test): class vs nuisance factors", fontsize=9)
+    ax.set_title("Linear decodability from h (train -> test): " + (
+        "class (class side only: no nuisance labels)" if is_class_side_only(analyses) else
+        "class vs nuisance factors"), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "probes.png"
@@ -461,6 +593,10 @@ def parse_cli(argv=None):
     parser.add_argument("--passes", type=int, default=2, help="Augmented sweeps over train for the mask statistics.")
     parser.add_argument("--equal_time_reference", default="none", help="As in cub100.py; none by default (shorter).")
     parser.add_argument("--analyse_only", action="store_true", help="Analyse the finished runs; train nothing new.")
+    parser.add_argument("--init", default="", help="As in cub100.py: the backbone folder every run started from "
+                                                   "(--backbone; adds the generic-init start rows).")
+    parser.add_argument("--knobs_from", default="", help="As in cub100.py: the grid.json whose `chosen` knobs every "
+                                                         "run took.")
     parser.add_argument("--dry_run", action="store_true")
     args, rest = parser.parse_known_args(argv)
     if rest:
@@ -468,14 +604,45 @@ def parse_cli(argv=None):
     return args
 
 
+SYNTHETIC_TITLE = "embedded synthetic dataset: moco vs lcr vs fgssl vs fgssl-random"
+
+
+def benchmark_argv(args: argparse.Namespace) -> list[str]:
+    """cub100.parse_cli's argv for these mechanism arguments (--init / --knobs_from passed through)."""
+    bench_argv = ["--methods", args.methods, "--seeds", args.seeds, "--config", args.config, "--extra", args.extra,
+                  "--out", args.out, "--runs_dir", args.runs_dir, "--equal_time_reference", args.equal_time_reference,
+                  "--title", SYNTHETIC_TITLE,
+                  "--budgets", "equal_epochs" if args.equal_time_reference == "none" else "equal_epochs,equal_time"]
+    bench_argv += [a for flag in ("init", "knobs_from") if getattr(args, flag, "") for a in (f"--{flag}",
+                                                                                          getattr(args, flag))]
+    return bench_argv + (["--dry_run"] if args.dry_run or args.analyse_only else [])
+
+
+def dataset_of(config: str, extra: list[str]) -> str | None:
+    """The dataset_name the runs train on (config + overrides); None for the embedded synthetic dataset."""
+    from fgssl.training.pretrain import parse_args
+
+    name = parse_args([str(config), *extra])[1].dataset_name
+    return None if name in (None, "", "synthetic") else name
+
+
+def benchmark_title(bench: argparse.Namespace) -> tuple[str, str | None]:
+    """(title of the results, dataset label for mechanism.md or None for the synthetic one): which dataset, and
+    which start (--init) the runs took; the synthetic dataset keeps its title."""
+    dataset = dataset_of(bench.config, bench.extra)
+    if dataset is None:
+        return SYNTHETIC_TITLE, None
+    label = f"{Path(dataset.rstrip('/')).name} (`{dataset}`)"
+    if getattr(bench, "init", ""):
+        label += f" from the initialisation `{cub100.repo_relative(bench.init)}`"
+    return f"{label}: mechanism check, {' vs '.join(bench.methods)}", label
+
+
 def main(argv=None) -> dict:
     args = parse_cli(argv)
     started = time.time()
-    bench_argv = ["--methods", args.methods, "--seeds", args.seeds, "--config", args.config, "--extra", args.extra,
-                  "--out", args.out, "--runs_dir", args.runs_dir, "--equal_time_reference", args.equal_time_reference,
-                  "--title", "embedded synthetic dataset: moco vs lcr vs fgssl vs fgssl-random",
-                  "--budgets", "equal_epochs" if args.equal_time_reference == "none" else "equal_epochs,equal_time"]
-    bench = cub100.parse_cli(bench_argv + (["--dry_run"] if args.dry_run or args.analyse_only else []))
+    bench = cub100.parse_cli(benchmark_argv(args))
+    bench.title, dataset_label = benchmark_title(bench)
     results = cub100.run_benchmark(bench)
     if args.dry_run:
         return results
@@ -491,10 +658,7 @@ def main(argv=None) -> dict:
         if record.get("status") != "done" or record["budget"] not in ("equal_epochs", "random_init"):
             continue
         spec = cub100.RunSpec(record["method"], record["seed"], record["budget"], cub100.resolve_path(record["run_dir"]))
-        if record["method"] == "random-init":
-            argv = cub100.random_init_argv(bench.config, bench.extra, spec)
-        else:
-            argv = cub100.pretrain_argv(bench.config, bench.extra, spec)
+        argv = analysis_argv(bench, record)
         print(f"[analyse] {spec.name}", flush=True)
         analyses.append(analyse_run(record, argv, args.passes))
     if not analyses:
@@ -502,8 +666,11 @@ def main(argv=None) -> dict:
     mechanism = {"analyses": analyses, "seconds": round(time.time() - started, 1),
                  "settings": {"passes": args.passes, "bins": NUM_BINS, "permutations": NUM_PERMUTATIONS,
                               "config": cub100.repo_relative(bench.config), "extra": bench.extra}}
+    if dataset_label is not None:  # a real dataset (the synthetic one's settings keep their committed keys)
+        mechanism["settings"].update(dataset=dataset_label, init=cub100.repo_relative(bench.init or ""),
+                                     knobs_from=args.knobs_from, class_side_only=is_class_side_only(analyses))
     (out_dir / "mechanism.json").write_text(json.dumps(json_safe(repo_relative_paths(mechanism)), indent=1) + "\n")
-    text = mechanism_markdown(analyses)
+    text = mechanism_markdown(analyses, dataset_label)
     text += (f"\nRuns: `{shlex.join(bench.extra) or 'no overrides'}` on `{Path(bench.config).name}`; "
              f"this invocation took {mechanism['seconds'] / 60:.1f} min.\n")
     (out_dir / "mechanism.md").write_text(text)

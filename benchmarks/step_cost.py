@@ -108,6 +108,10 @@ class BenchSettings:
     # None: ModelArguments' defaults (what the shipped CPU config trains with); set to measure another decoder.
     decoder_block_out_channels: list[int] | None = None
     decoder_base_size: int | None = None
+    # Shuffle BN's single-device emulation for BatchNorm backbones (ObjectiveArguments.shuffle_bn_groups; 1 = off).
+    shuffle_bn_groups: int = 1
+    # channels_last encoders and input images for convolutional backbones (ObjectiveArguments.channels_last).
+    channels_last: bool = False
     # Other ModelArguments fields (projector sizes, queue, momentum...), e.g. read from a training config file.
     model_overrides: dict = field(default_factory=dict)
 
@@ -136,6 +140,10 @@ def result_tag(settings: dict) -> str:
         tag += f"_base{settings['decoder_base_size']}"
     if settings.get("compile"):
         tag += "_compiled"
+    if settings.get("channels_last"):
+        tag += "_channelslast"
+    if settings.get("shuffle_bn_groups", 1) > 1:
+        tag += f"_shufflebn{settings['shuffle_bn_groups']}"
     return tag
 
 
@@ -257,7 +265,8 @@ def build_trainer(variant: str, settings: BenchSettings, output_dir: str):
         save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False, remove_unused_columns=False,
     )
     objective = ObjectiveArguments(method=method, synth_fraction=fraction, synth_warmup_steps=0, synth_ramp_steps=0,
-                                   synth_recompute=recompute)
+                                   synth_recompute=recompute, shuffle_bn_groups=settings.shuffle_bn_groups,
+                                   channels_last=settings.channels_last)
     trainer = FGSSLTrainer(model=model, args=args, objective_args=objective, image_size=settings.image_size)
     if settings.bf16 and settings.autocast == "step":
         trainer.compute_loss_context_manager = trainer.accelerator.autocast
@@ -443,7 +452,8 @@ def cpu_peak_bytes(variant: str, settings: BenchSettings, steps: int = 4) -> dic
 def settings_to_argv(settings: BenchSettings) -> list[str]:
     argv = ["--backbone", settings.backbone, "--batch_size", str(settings.batch_size),
             "--image_size", str(settings.image_size), "--device", settings.device, "--seed", str(settings.seed),
-            "--autocast", settings.autocast] + (["--compile"] if settings.compile else [])
+            "--autocast", settings.autocast, "--shuffle_bn_groups", str(settings.shuffle_bn_groups)] + (
+        ["--compile"] if settings.compile else []) + (["--channels_last"] if settings.channels_last else [])
     if settings.decoder_block_out_channels:
         argv += ["--decoder_block_out_channels", *map(str, settings.decoder_block_out_channels)]
     if settings.decoder_base_size:
@@ -860,6 +870,10 @@ def parse_args(argv=None):
                    help="Variants: moco, lcr, fgssl (= fgssl-1.0), fgssl-<fraction>; on SimSiam: simsiam, "
                         "simsiam-lcr, simsiam-fgssl-<fraction>; any fgssl one with +recompute (synth_recompute). "
                         "moco is required (every ratio is to it).")
+    p.add_argument("--shuffle_bn_groups", type=int, default=1,
+                   help="BatchNorm backbones: the key batch in this many shuffled groups (Shuffle BN on one device).")
+    p.add_argument("--channels_last", action="store_true",
+                   help="channels_last encoders and images (convolutional backbones), as --channels_last true.")
     p.add_argument("--reps", type=int, default=20, help="Timed steps per variant (median reported).")
     p.add_argument("--warmup", type=int, default=3, help="Untimed steps per variant first.")
     p.add_argument("--breakdown_reps", type=int, default=None, help="Reps per breakdown section (default --reps).")
@@ -897,7 +911,8 @@ def settings_from_args(args) -> BenchSettings:
     overrides.pop("backbone", None), overrides.pop("image_size", None)
     return BenchSettings(backbone=backbone, batch_size=args.batch_size, image_size=int(image_size),
                          device=args.device, bf16=args.bf16, autocast=args.autocast, seed=args.seed,
-                         compile=args.compile,
+                         compile=args.compile, shuffle_bn_groups=args.shuffle_bn_groups,
+                         channels_last=args.channels_last,
                          decoder_block_out_channels=args.decoder_block_out_channels,
                          decoder_base_size=args.decoder_base_size, model_overrides=overrides)
 

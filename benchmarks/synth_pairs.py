@@ -17,8 +17,9 @@ test, or the validation carve-out with --holdout_fraction; no labels used):
   negatives (chance: log B), and its top-1 pair accuracy; beside it the same for the real two-view pair.
 - domain gap: cosine between q(x) and q(up(D(h))) of the same image, and of different images.
 
-Writes benchmarks/results/cub100/synth_pairs.{json,md} and one pairs sheet per run (`synth_pairs_<run>.png`:
-held-out image / D / D' / difference) under --out.
+Writes benchmarks/results/cub100/synth_pairs.{json,md} (numbers only) under --out, and one pairs sheet per run
+(`<name>.png`: held-out image / D / D' / difference) into that run's own folder (under outputs/): the sheets show
+dataset images, and pictures of shared data stay in run folders, never in benchmarks/results/ (git).
 """
 
 from __future__ import annotations
@@ -137,6 +138,19 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int, sh
     return summary
 
 
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def sheet_path(run_dir: Path, name: str) -> Path:
+    """Where the pairs sheet of `run_dir` goes: inside the run folder itself. The sheet shows dataset images
+    (shared data may not be redistributed), so it is refused anywhere under benchmarks/results/ (committed)."""
+    path = Path(run_dir) / f"{name}.png"
+    if path.resolve().is_relative_to(RESULTS.resolve()):
+        raise SystemExit(f"{run_dir}: a run folder under benchmarks/results/; pictures of dataset images stay in run "
+                         "folders under outputs/, not in the committed results.")
+    return path
+
+
 def relative_to_repo(path: Path) -> str:
     """The path relative to the repository when it lies inside it (results never record this machine's paths)."""
     path = Path(path).resolve()
@@ -186,7 +200,7 @@ def main(argv=None) -> list[dict]:
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
     for run_dir in args.run_dirs:
-        sheet = args.out / f"{args.name}_{run_dir.parent.name}_{run_dir.name}.png"
+        sheet = sheet_path(run_dir, args.name)
         rows.append(analyse(run_dir, split, args.num_images, args.batch_size, args.seed, sheet=sheet))
         print(json.dumps({k: rows[-1][k] for k, _ in COLUMNS}), flush=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(json_safe(repo_relative_paths(rows)), indent=2) + "\n")

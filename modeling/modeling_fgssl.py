@@ -224,6 +224,22 @@ def simsiam_predictor(dim: int, bottleneck: int) -> nn.Sequential:
     )
 
 
+def _distributed_world_size() -> int:
+    distributed = torch.distributed
+    return distributed.get_world_size() if distributed.is_available() and distributed.is_initialized() else 1
+
+
+def _global_batch_statistics(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance (features,) of the rows of `stats` (n x features) over every process."""
+    count = torch.full((1,), float(stats.shape[0]), device=stats.device, dtype=stats.dtype)
+    packed = torch.cat([stats.sum(0), (stats * stats).sum(0), count])
+    torch.distributed.all_reduce(packed)
+    c = stats.shape[1]
+    n = packed[-1]
+    mean = packed[:c] / n
+    return mean, (packed[c:2 * c] / n - mean * mean).clamp_min(0)
+
+
 def run_with_frozen_batch_statistics(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """`mlp(x)` with the same values, but every BatchNorm's statistics held constant (detached), none updated.
 
@@ -234,12 +250,14 @@ def run_with_frozen_batch_statistics(mlp: nn.Sequential, x: torch.Tensor) -> tor
     touched. `x`: n x features.
     """
     for layer in mlp:
-        if isinstance(layer, nn.BatchNorm1d):
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):  # BatchNorm1d, or SyncBatchNorm on several GPUs
             if layer.training:
                 # In float32 like BN's own statistics: under bf16 autocast a bf16 mean beside float32 weights is
                 # refused (CPU) or loses precision.
                 stats = x.detach().float()
                 mean, var = stats.mean(dim=0), stats.var(dim=0, unbiased=False)  # what BN normalises by
+                if isinstance(layer, nn.SyncBatchNorm) and _distributed_world_size() > 1:
+                    mean, var = _global_batch_statistics(stats)  # what SyncBatchNorm normalises by
             else:
                 mean, var = layer.running_mean, layer.running_var
             x = F.batch_norm(x, mean, var, layer.weight, layer.bias, training=False, eps=layer.eps)
@@ -389,6 +407,12 @@ class FGSSLModel(FGSSLPreTrainedModel):
             **self._backbone_kwargs(pixel_values),
         )
         feature_map = self.feature_map(outputs.last_hidden_state, pixel_values)
+        if feature_map.dtype != torch.float32 and torch.is_autocast_enabled(feature_map.device.type):
+            # Under mixed precision a BatchNorm backbone (ResNet) ends in bf16/fp16, and accelerate hands the
+            # model's outputs back as float32 COPIES, which the loss does not depend on: Grad-CAM (which
+            # differentiates the loss with respect to the returned A and h) would find them unused. A and h in
+            # float32 are returned as they are (LayerNorm backbones already end in float32 under autocast).
+            feature_map = feature_map.float()
         pooled, screening_logits, screening_map = self.pool(feature_map)
         output = FGSSLModelOutput(
             last_hidden_state=outputs.last_hidden_state,

@@ -193,7 +193,9 @@ def test_finetune_with_push_to_hub_and_no_token_fails_before_training(tmp_path, 
     monkeypatch.setattr(push, "get_token", lambda: None)
     started = []
     monkeypatch.setattr("fgssl.training.data.load_splits", lambda *a, **k: started.append(1))
-    with pytest.raises(push.HubPushError, match="No Hugging Face token found"):
+    (tmp_path / "m").mkdir()  # (a missing local path is refused first, as a usage error of its own)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(finetune.UsageError, match="--push_to_hub: No Hugging Face token found"):  # one line, exit 2
         finetune.main(["--model_name_or_path", str(tmp_path / "m"), "--dataset_name", str(tmp_path / "d"),
                        "--output_dir", str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "someone/ft",
                        "--use_cpu"])

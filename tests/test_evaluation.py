@@ -289,3 +289,24 @@ def test_fgssl_eval_cli_on_cub100(tmp_path, cub100):
         assert 0.0 <= results[key] <= 1.0
     assert results["settings"]["image_size"] == 32
     assert (out / "eval_results.md").is_file()
+
+
+def test_torch_linear_probe_agrees_with_sklearn_on_a_fixed_problem():
+    """The torch probe minimises sklearn's objective: the same weights, the same predictions, the same chosen C."""
+    from fgssl.training.evaluation import TorchLogisticProbe, _fit_sklearn_logistic, linear_probe_top1
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 24))
+    train_y, test_y = rng.integers(0, 5, 300), rng.integers(0, 5, 200)
+    train_x = centres[train_y] + 1.5 * rng.normal(size=(300, 24)) + 3.0  # overlapping classes, not centred
+    test_x = centres[test_y] + 1.5 * rng.normal(size=(200, 24)) + 3.0
+    reference = _fit_sklearn_logistic(train_x, train_y, 0.1, 1000, 0)
+    probe = TorchLogisticProbe(0.1, device="cpu").fit(train_x, train_y)
+    np.testing.assert_allclose(probe.weight.numpy().T, reference[-1].coef_, atol=2e-3, rtol=0)
+    assert (probe.predict(test_x) == reference.predict(test_x)).mean() >= 0.99
+    top_sklearn, info_sklearn = linear_probe_top1(train_x, train_y, test_x, test_y)
+    top_torch, info_torch = linear_probe_top1(train_x, train_y, test_x, test_y, backend="torch", device="cpu")
+    assert info_torch["linear_c"] == info_sklearn["linear_c"]
+    assert abs(top_torch - top_sklearn) <= 0.01
+    with pytest.raises(ValueError, match="backend"):
+        linear_probe_top1(train_x, train_y, test_x, test_y, backend="cuml")

@@ -142,3 +142,93 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         runinfo.atomic_write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+# ------------------------------------------------------------------------------------------ checkpoints, finished runs
+
+STEPS = [*TINY[2:], "--method", "moco", "--save_steps", "1", "--save_total_limit", "5"]  # TINY without --max_steps
+
+
+def files_of(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_checkpoint_cut_short_by_a_full_disk_is_set_aside_and_the_run_resumes(tmp_path, monkeypatch, caplog):
+    from fgssl.training.trainer import FGSSLTrainer
+
+    out = tmp_path / "run"
+    argv = [*STEPS, "--max_steps", "3", "--output_dir", str(out)]
+    save = FGSSLTrainer._save
+
+    def disk_full_at_step_3(self, output_dir=None, state_dict=None):
+        if self.state.global_step == 3 and output_dir and "checkpoint-3" in str(output_dir):
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+            raise OSError(28, "No space left on device")
+        return save(self, output_dir, state_dict)
+
+    with monkeypatch.context() as m:
+        m.setattr(FGSSLTrainer, "_save", disk_full_at_step_3)
+        with pytest.raises(OSError, match="No space left"):
+            run_pretraining(*parse_args(argv))
+    assert not (out / "checkpoint-3").exists()  # never a checkpoint-* folder that is not whole
+    assert (out / "checkpoint-2" / "optimizer.pt").is_file()
+
+    with caplog.at_level("WARNING"):
+        run_pretraining(*parse_args(argv))
+    assert any("checkpoint-2" in r.getMessage() and "Resuming" in r.getMessage() for r in caplog.records)
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and runinfo.checkpoint_problem(out / "checkpoint-3") is None
+    # The half-written save is kept aside, never deleted.
+    assert (out / runinfo.SET_ASIDE / "checkpoint-3" / "model.safetensors").is_file()
+
+
+def test_a_checkpoint_left_by_kill_9_is_set_aside_with_one_line_and_the_complete_one_resumed(tmp_path, caplog):
+    import shutil
+
+    out = tmp_path / "run"
+    run_pretraining(*parse_args([*STEPS, "--max_steps", "2", "--output_dir", str(out)]))
+    # What kill -9 during a save leaves: checkpoint-3 without its optimizer and with half its trainer state (an
+    # older fgssl wrote checkpoints in place), and a save in progress.
+    shutil.copytree(out / "checkpoint-2", out / "checkpoint-3")
+    (out / "checkpoint-3" / "optimizer.pt").unlink()
+    (out / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3, "log_hi')
+    (out / runinfo.STAGING / "checkpoint-4").mkdir(parents=True)
+    assert runinfo.checkpoint_problem(out / "checkpoint-3") == "no optimizer.pt"
+
+    with caplog.at_level("WARNING"):
+        run_pretraining(*parse_args([*STEPS, "--max_steps", "3", "--output_dir", str(out)]))
+    notes = [r.getMessage() for r in caplog.records if "moved to" in r.getMessage()]
+    assert len(notes) == 2 and all("\n" not in note for note in notes), notes  # one line per folder set aside
+    assert any(n.startswith("checkpoint-3 is incomplete (no optimizer.pt)") for n in notes), notes
+    assert sorted(p.name for p in (out / runinfo.SET_ASIDE).iterdir()) == ["checkpoint-3", "checkpoint-4"]
+    assert json.loads((out / "train_results.json").read_text())["global_step"] == 3
+    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+
+
+def test_a_finished_run_ending_mid_epoch_is_never_trained_again(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    argv = [*STEPS, "--max_steps", "3", "--output_dir", str(out), "--save_total_limit", "2"]  # 2 steps an epoch
+    run_pretraining(*parse_args(argv))
+    finished = files_of(out)
+    assert json.loads((out / "train_results.json").read_text())["global_step"] == 3
+
+    with monkeypatch.context() as m:  # no work at all: no data, no model
+        m.setattr(pretrain, "load_splits_from_args", lambda *a, **k: pytest.fail("data was loaded"))
+        m.setattr(pretrain, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+        capsys.readouterr()
+        assert pretrain.cli(argv) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "finished at step 3" in printed[0] and "nothing to do" in printed[0], printed
+    assert files_of(out) == finished  # model, results, card and the final checkpoint untouched
+
+    # A run stopped after its last checkpoint but before its final save: resumed at max_steps, no extra step.
+    info = json.loads((out / runinfo.RUN_INFO).read_text())
+    del info["finished"]
+    (out / runinfo.RUN_INFO).write_text(json.dumps(info))
+    run_pretraining(*parse_args(argv))
+    assert json.loads((out / "train_results.json").read_text())["global_step"] == 3
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    # Asking for more steps continues the same run.
+    run_pretraining(*parse_args([*argv, "--max_steps", "4"]))
+    assert json.loads((out / "train_results.json").read_text())["global_step"] == 4

@@ -38,6 +38,74 @@ class UsageError(ValueError):
     the fix. Console scripts print it as one line and exit with status 2."""
 
 
+class OneLineError(RuntimeError):
+    """A failure whose message says it all (a non-finite loss, a failed final push): console scripts print it as
+    one line and exit with status 1."""
+
+
+def refuse_non_finite(*args_objects) -> None:
+    """UsageError for the first float argument (of any of the argument dataclasses) that is nan or infinite."""
+    import math
+    from dataclasses import fields, is_dataclass
+
+    for args in args_objects:
+        for f in fields(args) if is_dataclass(args) else ():
+            values = getattr(args, f.name, None)
+            for value in values if isinstance(values, (list, tuple)) else (values,):
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise UsageError(f"--{f.name} must be a finite number, got {value} (leave it out for the "
+                                     "default).")
+
+
+#: The largest --image_size accepted: fine-grained recipes use 224-518 px; 100000 px would allocate hundreds of GiB.
+MAX_IMAGE_SIZE = 2048
+
+
+def refuse_bad_inputs(image_size=None, **names) -> None:
+    """UsageError, before any data work, for what every command refuses alike: a name flag given empty (an unset
+    shell variable: `--dataset_name ""`), a local path that does not exist (it would be tried as a Hub id, with
+    retries, and blamed on the connection), an --image_size no batch could hold. `names` maps flag names (without
+    dashes) to values."""
+    from .data import _looks_like_local_path
+
+    for flag, value in names.items():
+        if value is None:
+            continue
+        if not str(value).strip():
+            raise UsageError(f"--{flag} is empty (an unset shell variable?); give a folder or a Hub id, or leave the "
+                             "flag out for the default.")
+        if _looks_like_local_path(str(value)) and not os.path.exists(os.path.expanduser(str(value))):
+            raise UsageError(f"--{flag} {value}: no such file or folder; check the path (or pass a Hub id).")
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        gib = 3 * image_size * image_size / 2**30
+        raise UsageError(f"--image_size {image_size} is larger than {MAX_IMAGE_SIZE} (one image alone would take "
+                         f"{gib:.1f} GiB as uint8); fine-grained recipes use 224 to 518.")
+
+
+def refuse_no_training(training_args) -> None:
+    """UsageError for a run that would train no step (--max_steps 0, or 0 epochs): its model would be saved and
+    described as trained."""
+    if training_args.max_steps == 0 or (training_args.max_steps < 0 and not training_args.num_train_epochs > 0):
+        raise UsageError(f"--max_steps {training_args.max_steps} / --num_train_epochs {training_args.num_train_epochs}"
+                         " trains no step; give --max_steps >= 1 or --num_train_epochs > 0.")
+
+
+def refuse_too_small_image(config, image_size: int, source: str) -> None:
+    """UsageError when `image_size` is below the total stride of the backbone of `config` (an fgssl config or a
+    plain backbone's): its final feature map would be empty."""
+    from .pretrain import final_feature_map_side
+
+    backbone_config = getattr(config, "backbone_config", None) or config
+    try:
+        side = final_feature_map_side(backbone_config, image_size)
+    except Exception:  # noqa: BLE001  (an unknown backbone type: the model reports it)
+        return
+    if side is not None and side < 1:
+        smallest = next(s for s in range(1, 4097) if final_feature_map_side(backbone_config, s) >= 1)
+        raise UsageError(f"--image_size {image_size} is smaller than the total stride of {source} "
+                         f"({backbone_config.model_type}); use --image_size {smallest} or more.")
+
+
 def refuse_below_one(args, names, hint: str) -> None:
     """UsageError for the first of the optional counts `names` of `args` that is given and < 1."""
     for name in names:
@@ -176,7 +244,7 @@ def console_entry(main: Callable[[list[str]], object], prog: str,
                 traceback.print_exc()
             print(f"{prog}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except (UsageError, FileNotFoundError, *one_line_failures) as err:
+        except (UsageError, FileNotFoundError, OneLineError, *one_line_failures) as err:
             if debug:
                 traceback.print_exc()
             print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)

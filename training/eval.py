@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import ArgumentParser, UsageError, console_entry, usage_errors
+from .cli import (ArgumentParser, UsageError, console_entry, refuse_bad_inputs, refuse_too_small_image,
+                  usage_errors)
 from .data import DatasetFormatArguments
 from .evaluation import (
     KNN_K,
@@ -75,6 +76,7 @@ def default_output_dir(model_name_or_path: str) -> Path:
 
 def validate_args(args: EvalArguments) -> None:
     """Refuse values that cannot work, before loading anything (UsageError naming the option and the fix)."""
+    refuse_bad_inputs(args.image_size, dataset_name=args.dataset_name, model_name_or_path=args.model_name_or_path)
     for name in ("max_train_samples", "max_eval_samples", "image_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -95,6 +97,14 @@ def run_eval(args: EvalArguments) -> dict:
     validate_args(args)
     with usage_errors(ValueError):
         protocols = parse_protocols(args.protocols)
+    if args.image_size:  # before loading any weights
+        from transformers import AutoConfig
+
+        from .. import modeling  # noqa: F401  (lets AutoConfig read fgssl configs)
+
+        with usage_errors(ValueError, OSError):
+            refuse_too_small_image(AutoConfig.from_pretrained(args.model_name_or_path), args.image_size,
+                                   args.model_name_or_path)
     with usage_errors(ValueError, OSError):
         encoder = load_encoder(args.model_name_or_path)
     image_size = args.image_size or default_image_size(encoder.config)

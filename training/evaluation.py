@@ -197,7 +197,7 @@ def knn_top1(train_features, train_labels, test_features, test_labels, k: int = 
     return top1_accuracy(predictions, test_labels)
 
 
-def _fit_logistic(features, labels, c: float, max_iter: int, seed: int, init=None):
+def _fit_sklearn_logistic(features, labels, c: float, max_iter: int, seed: int, init=None):
     """A fitted StandardScaler + multinomial LogisticRegression (or a constant predictor for one class).
 
     `init`: a fitted pipeline of the same classes whose weights start the solver (warm start along the C path:
@@ -232,27 +232,86 @@ def validation_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray
     return train_test_split(np.arange(len(labels)), test_size=num_val, random_state=seed, stratify=stratify)
 
 
+class TorchLogisticProbe:
+    """Standardised features + L2-regularised multinomial logistic regression, fitted with L-BFGS in torch on any
+    device: sklearn's `make_pipeline(StandardScaler(), LogisticRegression(C=c))`, the same convex objective
+    (C x the summed log-loss + half the squared norm of the weights, the intercept unpenalised), so the same optimum.
+
+    features: N x D (numpy or torch), labels: N class ids. `predict` returns numpy class ids.
+    """
+
+    def __init__(self, c: float, max_iter: int = 1000, device=None, init: "TorchLogisticProbe | None" = None):
+        self.c, self.max_iter, self.init = float(c), int(max_iter), init
+        self.device = torch.device(device) if device is not None else default_device()
+
+    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale
+
+    def fit(self, features, labels) -> "TorchLogisticProbe":
+        x = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.device)
+        self.classes_ = np.unique(np.asarray(labels))
+        y = torch.as_tensor(np.searchsorted(self.classes_, np.asarray(labels)), device=self.device)
+        self.mean, std = x.mean(0), x.std(0, unbiased=False)
+        self.scale = torch.where(std > 0, std, torch.ones_like(std))  # StandardScaler leaves constant dims at 1
+        x = self._standardise(x)
+        n, k = x.shape[0], len(self.classes_)
+        same = self.init is not None and np.array_equal(self.init.classes_, self.classes_)
+        weight = (self.init.weight.clone() if same else torch.zeros(x.shape[1], k, device=self.device)).requires_grad_()
+        bias = (self.init.bias.clone() if same else torch.zeros(k, device=self.device)).requires_grad_()
+        # sklearn's objective divided by C * n (the same minimiser, better scaled for float32).
+        penalty = 1.0 / (2.0 * self.c * n)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=self.max_iter, history_size=20,
+                                      tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.cross_entropy(x @ weight + bias, y) + penalty * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        self.weight, self.bias = weight.detach(), bias.detach()
+        return self
+
+    @torch.no_grad()
+    def predict(self, features) -> np.ndarray:
+        x = self._standardise(torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.device))
+        return self.classes_[(x @ self.weight + self.bias).argmax(1).cpu().numpy()]
+
+
+#: Where the linear probe is fitted: sklearn (CPU) or torch (L-BFGS on the evaluation device; the same objective).
+LINEAR_BACKENDS = ("sklearn", "torch")
+
+
 def linear_probe_top1(train_features, train_labels, test_features, test_labels, c_grid=LINEAR_C_GRID,
-                      val_fraction: float = LINEAR_VAL_FRACTION, seed: int = 0, max_iter: int = 1000):
+                      val_fraction: float = LINEAR_VAL_FRACTION, seed: int = 0, max_iter: int = 1000,
+                      backend: str = "sklearn", device=None):
     """Linear probe on frozen features: choose C on a validation part of train, refit on all train, test once.
 
-    train_features: N x C, train_labels: N; test_features: M x C, test_labels: M.
+    train_features: N x C, train_labels: N; test_features: M x C, test_labels: M. `backend`: "sklearn" (CPU) or
+    "torch" (`TorchLogisticProbe` on `device`, default the evaluation device: the same protocol and objective).
     Returns (top1, info) with info = {"linear_c": chosen C, "linear_val_top1": its validation accuracy,
     "linear_val_scores": {C: validation accuracy}}. The test split is used only for the final score.
     """
     train_features, train_labels = np.asarray(train_features), np.asarray(train_labels)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    if backend not in LINEAR_BACKENDS:
+        raise ValueError(f"linear probe backend must be one of {LINEAR_BACKENDS}, got {backend!r}.")
+    def fit(features, labels, c, init=None):
+        if backend == "torch" and len(np.unique(labels)) >= 2:
+            return TorchLogisticProbe(c, max_iter, device, init).fit(features, labels)
+        return _fit_sklearn_logistic(features, labels, c, max_iter, seed, init=init)
+
     fit_idx, val_idx = validation_split(train_labels, val_fraction, seed)
     val_scores, fits = {}, {}
     previous = None
     for c in sorted(c_grid):  # from strong to weak regularisation, each fit starting from the previous optimum
-        previous = fits[float(c)] = _fit_logistic(train_features[fit_idx], train_labels[fit_idx], c, max_iter, seed,
-                                                  init=previous)
+        previous = fits[float(c)] = fit(train_features[fit_idx], train_labels[fit_idx], c, init=previous)
         val_scores[float(c)] = float((previous.predict(train_features[val_idx]) == train_labels[val_idx]).mean())
     # Ties go to the smallest C (the strongest regularisation).
     best_c = max(val_scores, key=lambda c: (val_scores[c], -c))
-    classifier = _fit_logistic(train_features, train_labels, best_c, max_iter, seed, init=fits[best_c])
+    classifier = fit(train_features, train_labels, best_c, init=fits[best_c])
     top1 = top1_accuracy(classifier.predict(np.asarray(test_features)), test_labels)
     return top1, {"linear_c": best_c, "linear_val_top1": val_scores[best_c], "linear_val_scores": val_scores}
 
@@ -280,7 +339,7 @@ def _check_labels(labels, split: str):
 def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int = 64, device=None,
                      image_size: int | None = None, knn_k: int = KNN_K, knn_temperature: float = KNN_TEMPERATURE,
                      linear_c_grid=LINEAR_C_GRID, linear_val_fraction: float = LINEAR_VAL_FRACTION,
-                     seed: int = 0, chunk_size: int = 256) -> dict:
+                     seed: int = 0, chunk_size: int = 256, linear_backend: str = "sklearn") -> dict:
     """Run the evaluation protocols on a frozen encoder.
 
     Args:
@@ -288,6 +347,7 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
         data: training.data.PreparedData; `data.eval` is the test split, `data.train` the kNN memory bank and
             the linear probe's training data.
         protocols: any of "retrieval", "knn", "linear" (a list or a comma-separated string).
+        linear_backend: "sklearn" (CPU) or "torch" (the same probe fitted on the evaluation device).
 
     Returns:
         {metric keys of the chosen protocols (PROTOCOL_METRICS), "settings": {...}, "num_images": {...},
@@ -330,9 +390,11 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
         lap("knn")
     if "linear" in protocols:
         results["linear_top1"], info = linear_probe_top1(
-            train_x, train_y, test_x, test_y, linear_c_grid, linear_val_fraction, seed
+            train_x, train_y, test_x, test_y, linear_c_grid, linear_val_fraction, seed, backend=linear_backend,
+            device=device,
         )
         settings.update(linear_c_grid=[float(c) for c in linear_c_grid], linear_val_fraction=linear_val_fraction,
+                        linear_backend=linear_backend,
                         linear_c=info["linear_c"], linear_val_top1=info["linear_val_top1"])
         lap("linear")
     if isinstance(model_or_path, (str, Path)):

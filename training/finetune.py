@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from kornia import augmentation as K
-from transformers import Trainer, TrainingArguments
+from transformers import IntervalStrategy, Trainer, TrainingArguments
 
 from .augment import eval_transform, normalize_images
-from .cli import ArgumentParser, UsageError, console_entry, refuse_below_one, usage_errors
+from .cli import (ArgumentParser, OneLineError, UsageError, console_entry, refuse_bad_inputs, refuse_below_one,
+                  refuse_no_training, refuse_non_finite, refuse_too_small_image, usage_errors)
 from .data import DatasetFormatArguments
 from .metrics import load_metric
 from .portable import SafeSaveMixin, portable, portable_path
 from .processor import build_image_processor
+from . import runinfo
+from .runinfo import SafeCheckpointMixin
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +173,18 @@ def compute_accuracy(eval_prediction) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- training
 
 
-class _EvalCollatorTrainer(SafeSaveMixin, Trainer):
+class _EvalCollatorTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     """Trainer whose evaluation batches use the deterministic view instead of the training augmentation; saves the
     image processor with every checkpoint and no Hub token (SafeSaveMixin)."""
 
     def __init__(self, *args, eval_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_collator = eval_collator
+
+    def _save(self, output_dir=None, state_dict=None):
+        result = super()._save(output_dir, state_dict)
+        portable_adapter_files(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+        return result
 
     def get_eval_dataloader(self, eval_dataset=None):
         train_collator, self.data_collator = self.data_collator, self.eval_collator
@@ -210,6 +218,17 @@ def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_da
     )
 
 
+def portable_adapter_files(model, folder) -> None:
+    """peft records the base model's path in adapter_config.json and its card: rewritten portable after the save
+    (peft reads the base model's files from that path while it saves); for the final adapter and every checkpoint."""
+    bases = {config.base_model_name_or_path for config in getattr(model, "peft_config", {}).values()}
+    for base in sorted(b for b in bases if b and Path(b).is_absolute()):
+        for name in ("adapter_config.json", "README.md"):
+            path = Path(folder) / name
+            if path.is_file():
+                path.write_text(path.read_text().replace(base, portable_path(base)))
+
+
 def save_finetuned(model, output_dir, image_processor=None) -> dict[str, str]:
     """Save the result: for LoRA the adapter (O/adapter) and the merged model (O/merged); else O/model. The image
     processor (training.processor) is saved into each folder when given.
@@ -218,17 +237,13 @@ def save_finetuned(model, output_dir, image_processor=None) -> dict[str, str]:
     """
     from peft import PeftModel
 
+    from .runinfo import require_finite
+
+    require_finite(model, "the fine-tuned model")  # nothing non-finite is ever saved as a result
     output_dir = Path(output_dir)
     if isinstance(model, PeftModel):
         model.save_pretrained(output_dir / "adapter")
-        # peft records the base model's path in adapter_config.json and its card: written portable, after the save
-        # (peft reads the base model's files from that path while it saves).
-        bases = {config.base_model_name_or_path for config in model.peft_config.values()}
-        for base in sorted(b for b in bases if b and Path(b).is_absolute()):
-            for name in ("adapter_config.json", "README.md"):
-                path = output_dir / "adapter" / name
-                if path.is_file():
-                    path.write_text(path.read_text().replace(base, portable_path(base)))
+        portable_adapter_files(model, output_dir / "adapter")
         merged = model.merge_and_unload()
         merged.save_pretrained(output_dir / "merged")
         paths = {"adapter": str(output_dir / "adapter"), "merged": str(output_dir / "merged")}
@@ -269,8 +284,23 @@ class FinetuneArguments(DatasetFormatArguments):
     num_proc: int | None = field(default=None, metadata={"help": "Processes decoding the images (first run only)."})
 
 
+@dataclass
+class FinetuneTrainingArguments(TrainingArguments):
+    """transformers TrainingArguments plus fgssl-pretrain's re-run switch."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the run in --output_dir (its checkpoints and results are removed first) instead "
+                          "of resuming it. Running again into a folder resumes its run when the run's fingerprint "
+                          "(fgssl_run.json) matches, and is refused when it does not."},
+    )
+
+
 def validate_args(args: FinetuneArguments, training_args: TrainingArguments) -> None:
     """Refuse values that cannot work, before loading anything (UsageError naming the option and the fix)."""
+    refuse_non_finite(args, training_args)  # --learning_rate inf, --lora_dropout nan...
+    refuse_bad_inputs(args.image_size, dataset_name=args.dataset_name, model_name_or_path=args.model_name_or_path)
+    refuse_no_training(training_args)
     if args.method not in FINETUNE_METHODS:
         raise UsageError(f"--method must be one of {FINETUNE_METHODS}, got {args.method!r}.")
     refuse_below_one(args, ("few_shot_k", "max_train_samples", "max_eval_samples", "image_size"),
@@ -288,16 +318,39 @@ def validate_args(args: FinetuneArguments, training_args: TrainingArguments) -> 
 
 
 def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> dict:
-    """Load data and model, train with Trainer, evaluate, save; returns the results written to finetune_results.json."""
+    """Load data and model, train with Trainer, evaluate, save; returns the results written to finetune_results.json.
+
+    Re-runs behave as fgssl-pretrain's, through the same code (training.runinfo): the output folder is locked
+    while the run writes there; a folder holding another run (fingerprint in fgssl_run.json) is refused before any
+    work unless --overwrite_output_dir (which removes that run first); the same run resumes from its newest
+    complete checkpoint, and a finished one is not trained again (result {"output_dir", "finished": one line}).
+    """
+    validate_args(args, training_args)
+    lock = runinfo.RunLock(training_args.output_dir).acquire() if training_args.process_index == 0 else None
+    try:
+        return _run_finetune_locked(args, training_args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_finetune_locked(args: FinetuneArguments, training_args: TrainingArguments) -> dict:
     from .data import load_splits_from_args
     from .evaluation import default_image_size
 
-    validate_args(args, training_args)
+    output_dir = Path(training_args.output_dir)
+    fingerprint = runinfo.finetune_fingerprint(args, training_args)
+    folder_state, finished = runinfo.prepare_run(output_dir, fingerprint, training_args, "fgssl-finetune")
+    if finished:
+        return {"output_dir": str(output_dir), "finished": finished}
     push_repo = None
     if training_args.push_to_hub:
-        from .push import check_hub_access
+        from .push import HubPushError, check_hub_access
 
-        check_hub_access(training_args.hub_token)  # a missing token fails now, not after training
+        try:  # no token, offline or the Hub unreachable: refused now, not after training
+            check_hub_access(training_args.hub_token, check_network=True)
+        except HubPushError as err:
+            raise UsageError(f"--push_to_hub: {err} (or drop --push_to_hub and push later with fgssl-push).") from err
         push_repo = training_args.hub_model_id or Path(training_args.output_dir).name
         # We push the final model ourselves (weights, remote code, card), not Trainer's intermediate checkpoints.
         training_args.push_to_hub = False
@@ -306,9 +359,16 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
     from .. import modeling  # noqa: F401  (lets AutoConfig read fgssl configs)
 
     with usage_errors(ValueError, OSError):
-        image_size = args.image_size or default_image_size(AutoConfig.from_pretrained(args.model_name_or_path))
+        model_config = AutoConfig.from_pretrained(args.model_name_or_path)
+    image_size = args.image_size or default_image_size(model_config)
+    refuse_too_small_image(model_config, image_size, args.model_name_or_path)
     with usage_errors(ValueError):
         data = load_splits_from_args(args, image_size, require_eval=True)
+    if data.eval is None:  # --eval_split none (or no eval split in unlabelled data): train without evaluating
+        if training_args.load_best_model_at_end:
+            raise UsageError("--load_best_model_at_end needs an eval split to choose the best checkpoint on; give "
+                             "--eval_split (a validation split) or drop --load_best_model_at_end.")
+        training_args.eval_strategy = IntervalStrategy.NO
     train, train_labels = data.train, split_labels(data.train)
     if args.few_shot_k:
         train = train.select(few_shot_indices(train_labels, args.few_shot_k, args.few_shot_seed))
@@ -323,7 +383,9 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
         logger.warning("load_best_model_at_end selects a checkpoint on the eval split; use a validation split for "
                        "that (--eval_split), never the test split.")
     trainer = make_trainer(model, training_args, train, data.eval, image_size)
-    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # Overwrite: the previous run removed now; resume: the newest complete checkpoint (runinfo, as fgssl-pretrain).
+    resume = runinfo.start_run(output_dir, fingerprint, folder_state, training_args)
+    train_output = trainer.train(resume_from_checkpoint=resume)
     metrics = trainer.evaluate() if data.eval is not None else {}
     paths = save_finetuned(trainer.model, training_args.output_dir, trainer.processing_class)
     results = {
@@ -343,17 +405,21 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments) -> d
     # No absolute machine path in a file that may be pushed or shared: saved folders relative to the output folder.
     shared = {**portable(results), "saved": {name: Path(path).name for name, path in paths.items()}}
     atomic_write_json(Path(training_args.output_dir) / RESULTS_JSON, shared)
+    runinfo.mark_finished(output_dir, training_args, trainer.state.global_step, [RESULTS_JSON, *paths.values()])
     if push_repo is not None:
-        from .push import push_to_hub
+        from .push import HubPushError, push_to_hub
 
         final_dir = paths.get("merged") or paths["model"]
-        results["pushed"] = push_to_hub(final_dir, push_repo, token=training_args.hub_token,
-                                        private=training_args.hub_private_repo)
+        try:
+            results["pushed"] = push_to_hub(final_dir, push_repo, token=training_args.hub_token,
+                                            private=training_args.hub_private_repo)
+        except HubPushError as err:  # the results are saved locally: say so, and fail
+            raise OneLineError(f"{err} The fine-tuned model is saved in {final_dir}.") from err
     return results
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser((FinetuneArguments, TrainingArguments), prog="fgssl-finetune",
+    parser = ArgumentParser((FinetuneArguments, FinetuneTrainingArguments), prog="fgssl-finetune",
                             description="Fine-grained classification fine-tuning (LoRA or full) of an encoder.")
     # Defaults suited to a frozen-ish backbone plus a new head; every one can be overridden on the command line.
     parser.set_defaults(learning_rate=5e-4, num_train_epochs=20, per_device_train_batch_size=32, eval_strategy="epoch",
@@ -367,6 +433,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args, training_args = build_parser().parse(sys.argv[1:] if argv is None else argv)
     results = run_finetune(args, training_args)
+    if results.get("finished"):  # a finished run, not trained again: one line
+        print(results["finished"])
+        return results
     print(f"accuracy: {results['accuracy']}")
     print(f"Saved {results['saved']} and {Path(training_args.output_dir) / RESULTS_JSON}")
     return results

@@ -35,7 +35,9 @@ def portable_path(path, start=None, parents: int = 0) -> str:
     if start is not None:
         start = Path(start).resolve()
         bases += [(start, "")] + [(start.parents[i], "../" * (i + 1)) for i in range(min(parents, len(start.parents)))]
-    bases.append((Path.cwd().resolve(), ""))
+    cwd = Path.cwd().resolve()
+    if cwd.parent != cwd:  # started from "/": every path is "inside" it, and "tmp/..." is no portable path
+        bases.append((cwd, ""))
     for base, up in bases:
         if resolved == base or resolved.is_relative_to(base):
             relative = resolved.relative_to(base).as_posix()

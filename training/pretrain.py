@@ -23,10 +23,10 @@ from pathlib import Path
 
 import yaml
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from . import runinfo
-from .cli import ArgumentParser, UsageError, closest, console_entry, refuse_below_one, usage_errors
+from .cli import (ArgumentParser, UsageError, closest, console_entry, refuse_bad_inputs, refuse_below_one,
+                  refuse_no_training, refuse_non_finite, usage_errors)
 from .data import DatasetFormatArguments, collate_uint8, load_splits_from_args
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
@@ -57,6 +57,8 @@ def backbone_presets() -> dict:
         "vit-s16": lambda s: ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                                        intermediate_size=1536, image_size=s, patch_size=16),
         "convnext-t": lambda s: ConvNextConfig(),
+        # The paper's backbone (torchvision's resnet50 layout; --backbone microsoft/resnet-50 for ImageNet weights).
+        "resnet50": lambda s: ResNetConfig(),
     }
 
 
@@ -80,8 +82,8 @@ class ModelArguments:
     backbone: str = field(
         default="convnext-tiny-cpu",
         metadata={"help": "A preset (convnext-tiny-cpu, convnext-s16-cpu, vit-tiny-cpu, resnet-tiny-cpu, resnet-s16-cpu, "
-                          "vit-s16, convnext-t; random "
-                          "init) or a local folder / Hub id of a transformers vision backbone to start from."},
+                          "vit-s16, convnext-t, resnet50; random init) or a local folder / Hub id of a transformers "
+                          "vision backbone to start from (e.g. microsoft/resnet-50: ImageNet weights)."},
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "An fgssl checkpoint to continue pre-training from (weights only)."}
@@ -149,6 +151,11 @@ class DataArguments(DatasetFormatArguments):
         default=True, metadata={"help": "Also evaluate the encoder the run started from (random init for a preset "
                                         "backbone) and print both in one table (comparison.md, the card)."}
     )
+    linear_backend: str = field(
+        default="sklearn",
+        metadata={"help": "Where the final linear probe is fitted: sklearn (CPU) or torch (the same probe and "
+                          "objective, L-BFGS on the training device: fast on a GPU)."},
+    )
     knn_monitor_steps: int = field(
         default=0, metadata={"help": "Every N steps log an online kNN top-1 on labelled data (0: off)."}
     )
@@ -185,7 +192,19 @@ class PretrainingArguments(TrainingArguments):
         self.output_dir_given = self.output_dir is not None
         if self.report_to is None:  # TensorBoard when it is installed, nothing otherwise
             self.report_to = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+        if (self.bf16 or self.fp16) and not _accelerator_available():
+            # The GPU recipes say bf16; the same config on a machine without an accelerator (a smoke test, a CPU
+            # user) trains in float32 instead of failing inside TrainingArguments.
+            logger.warning("--bf16/--fp16 need a GPU and none is available: training in float32 on the CPU.")
+            self.bf16 = self.fp16 = False
         super().__post_init__()
+
+
+def _accelerator_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
+        torch.backends.mps.is_available())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,12 +247,16 @@ def default_output_dir(method: str, dataset_name: str | None, base: str | None =
 
 
 def check_push_possible(training_args) -> None:
-    """Refuse `--push_to_hub` before training when it cannot succeed, so no work is lost."""
+    """Refuse `--push_to_hub` before training when it cannot succeed (no token, offline, the Hub unreachable or
+    the token refused), so no work is lost: a one-line UsageError."""
     if not training_args.push_to_hub:
         return
-    from .push import check_hub_access
+    from .push import HubPushError, check_hub_access
 
-    check_hub_access(training_args.hub_token)
+    try:
+        check_hub_access(training_args.hub_token, check_network=True)
+    except HubPushError as err:
+        raise UsageError(f"--push_to_hub: {err} (or drop --push_to_hub and push later with fgssl-push).") from err
 
 
 def _checkpoint_config(model_args: ModelArguments):
@@ -302,6 +325,10 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
     Raises:
         UsageError
     """
+    refuse_non_finite(model_args, data_args, training_args, objective_args)  # --learning_rate inf, --sigma nan...
+    refuse_bad_inputs(model_args.image_size, dataset_name=data_args.dataset_name, backbone=model_args.backbone,
+                      model_name_or_path=model_args.model_name_or_path)
+    refuse_no_training(training_args)
     batch = training_args.per_device_train_batch_size
     if batch < 1:
         raise UsageError(f"--per_device_train_batch_size must be >= 1, got {batch}.")
@@ -316,6 +343,12 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
     if training_args.gradient_accumulation_steps < 1:
         raise UsageError(f"--gradient_accumulation_steps must be >= 1 (1 = no accumulation), got "
                          f"{training_args.gradient_accumulation_steps}.")
+    groups = objective_args.shuffle_bn_groups
+    if groups > 1 and batch // groups < 2:
+        raise UsageError(
+            f"--shuffle_bn_groups {groups} with --per_device_train_batch_size {batch}: each group of the key batch "
+            "needs at least 2 images for its BatchNorm statistics. Use fewer groups (1 = off) or a larger batch."
+        )
     if objective_args.method == "fgssl" and not objective_args.synth_fraction > 0:
         raise UsageError(
             f"--synth_fraction {objective_args.synth_fraction} with --method fgssl synthesizes no pair at all. Use a "
@@ -323,6 +356,8 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
         )
     refuse_below_one(data_args, ("max_train_samples", "max_eval_samples", "knn_monitor_samples"),
                      "leave it out to use every image")
+    if data_args.linear_backend not in ("sklearn", "torch"):
+        raise UsageError(f"--linear_backend must be sklearn or torch, got {data_args.linear_backend!r}.")
     if data_args.knn_monitor_steps < 0:
         raise UsageError(f"--knn_monitor_steps must be >= 0 (0 = off), got {data_args.knn_monitor_steps}.")
     if model_args.image_size < 1:
@@ -342,18 +377,35 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
                     objective_args: ObjectiveArguments) -> dict:
     """Pre-train, save the model, encoder and decoder, pictures and metrics; return where everything went.
 
+    The output folder is locked while the run writes there (`runinfo.RunLock`): a second run into it is refused
+    while this one is alive. A run found finished there (the same run, its step count reached) is not trained
+    again: the result is {"output_dir", "finished": the one line saying so}.
+
     Raises:
-        UsageError: a setting that cannot work (`validate_args`), or an output folder holding a different run
-            (`runinfo.check_output_dir`); both before any data work.
+        UsageError: a setting that cannot work (`validate_args`), an output folder holding a different run
+            (`runinfo.check_output_dir`) or in use by a live run; all before any data work.
     """
-    started = time.time()
     validate_args(model_args, data_args, training_args, objective_args)
     if not getattr(training_args, "output_dir_given", True):
         training_args.output_dir = default_output_dir(objective_args.method, data_args.dataset_name, model_args.base)
+    lock = runinfo.RunLock(training_args.output_dir).acquire() if training_args.process_index == 0 else None
+    try:
+        return _run_pretraining_locked(model_args, data_args, training_args, objective_args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_pretraining_locked(model_args: ModelArguments, data_args: DataArguments,
+                            training_args: PretrainingArguments, objective_args: ObjectiveArguments) -> dict:
+    started = time.time()
+    if not getattr(training_args, "output_dir_given", True):
+        training_args.output_dir = default_output_dir(objective_args.method, data_args.dataset_name, model_args.base)
     output_dir = Path(training_args.output_dir)
-    overwrite = bool(getattr(training_args, "overwrite_output_dir", False))
     fingerprint = runinfo.run_fingerprint(model_args, data_args, training_args, objective_args)
-    folder_state = runinfo.check_output_dir(output_dir, fingerprint, overwrite)
+    folder_state, finished = runinfo.prepare_run(output_dir, fingerprint, training_args, "fgssl-pretrain")
+    if finished:
+        return {"output_dir": str(output_dir), "finished": finished}
     push = training_args.push_to_hub
     check_push_possible(training_args)
     training_args.push_to_hub = False  # we push ourselves, at the end, with the card
@@ -381,37 +433,28 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, traini
     if data_args.knn_monitor_steps > 0:
         with usage_errors(ValueError):
             add_knn_monitor(trainer, data, data_args, model_args.image_size)
-    if training_args.process_index == 0:
-        if folder_state == "overwrite":
-            removed = runinfo.clear_previous_run(output_dir)
-            logger.warning("--overwrite_output_dir: removed the previous run's %s from %s.", ", ".join(removed),
-                           output_dir)
-        runinfo.write_run_info(output_dir, fingerprint)
-    resume = training_args.resume_from_checkpoint
-    if folder_state == "overwrite" and resume in (None, "last", "auto"):
-        resume = None  # a fresh run (decided before rank 0 cleared the folder, so every rank agrees)
-    elif resume in (None, "last", "auto") and output_dir.is_dir():
-        last = get_last_checkpoint(str(output_dir))
-        if last is not None:
-            logger.warning("Resuming from %s (add --overwrite_output_dir to start over).", last)
-            resume = last
-    if resume in ("last", "auto"):
-        resume = None
+    # Overwrite: the previous run removed now; resume: the newest complete checkpoint (runinfo, as fgssl-finetune).
+    resume = runinfo.start_run(output_dir, fingerprint, folder_state, training_args)
     train_result = trainer.train(resume_from_checkpoint=resume)
 
     results = {"output_dir": str(output_dir)}
     if trainer.is_world_process_zero():
         results.update(save_outputs(trainer, model, data, data_args, model_args, objective_args, train_result,
                                     started))
+        runinfo.mark_finished(output_dir, training_args, trainer.state.global_step,
+                              ["model.safetensors", "train_results.json",
+                               *(["eval_results.json"] if results.get("eval_results") else [])])
         if push:
             from .push import HubPushError, push_to_hub
 
             repo_id = training_args.hub_model_id or output_dir.name
             try:
                 results["hub_url"] = push_to_hub(output_dir, repo_id, token=training_args.hub_token)
-            except HubPushError as err:  # the run is saved locally: say how to push it later
-                logger.error("%s\nThe model is saved in %s; push it later with: fgssl-push %s %s",
-                             err, output_dir, output_dir, repo_id)
+            except HubPushError as err:  # the run is saved locally: say how to push it later, and fail
+                from .cli import OneLineError
+
+                raise OneLineError(f"{err} The model is saved in {output_dir}; push it later with: fgssl-push "
+                                   f"{output_dir} {repo_id}") from err
     return results
 
 
@@ -483,14 +526,16 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
     if data_args.run_evaluation and data.eval is not None and data.label_column is not None:
         from .evaluation import evaluate_encoder, write_results
 
-        eval_results = evaluate_encoder(model.fgssl, data, image_size=model_args.image_size)
+        eval_results = evaluate_encoder(model.fgssl, data, image_size=model_args.image_size,
+                                        linear_backend=data_args.linear_backend)
         write_results(eval_results, output_dir)
         results["eval_results"] = str(output_dir / "eval_results.json")
     if "eval_results" in results and data_args.compare_with_start:
         from .report import compare_with_start  # the same protocol on the encoder this run started from
 
         results.update(compare_with_start(eval_results, model_args, objective_args.method, trainer.args.seed, data,
-                                          output_dir, steps=trainer.state.global_step))
+                                          output_dir, steps=trainer.state.global_step,
+                                          linear_backend=data_args.linear_backend))
     if not (getattr(trainer.args, "overwrite_output_dir", False) or runinfo.readme_is_ours(output_dir)):
         logger.warning("%s is not a card fgssl wrote: left as it is, no model card written (add "
                        "--overwrite_output_dir to replace it with the card).", output_dir / "README.md")
@@ -615,6 +660,9 @@ def main(argv: list[str] | None = None) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     model_args, data_args, training_args, objective_args = parse_args(argv)
     results = run_pretraining(model_args, data_args, training_args, objective_args)
+    if results.get("finished"):  # a finished run, not trained again: one line
+        print(results["finished"])
+        return results
     if int(os.environ.get("RANK", "0")) == 0:
         print("\nfgssl-pretrain finished.")
         for name, value in results.items():

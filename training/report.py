@@ -100,7 +100,7 @@ def comparison_markdown(run: dict, start: dict, run_label: str = "this run", sta
 
 
 def compare_with_start(run_results: dict, model_args, method: str, seed: int, data, output_dir,
-                       steps: int | None = None) -> dict:
+                       steps: int | None = None, **eval_kwargs) -> dict:
     """Evaluate the starting encoder, write its results and the comparison table; return their paths.
 
     Writes output_dir/random_init/eval_results.{json,md} and output_dir/comparison.md. Returns {"comparison":
@@ -109,7 +109,7 @@ def compare_with_start(run_results: dict, model_args, method: str, seed: int, da
     from .evaluation import write_results
 
     output_dir = Path(output_dir)
-    start = evaluate_start(model_args, method, seed, data)
+    start = evaluate_start(model_args, method, seed, data, **eval_kwargs)
     label = start_label(model_args)
     start["settings"]["encoder"] = f"{label} ({model_args.backbone}, seed {seed})"
     json_path, _ = write_results(start, output_dir / START_DIR)

@@ -16,16 +16,21 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import objective as obj
 from .augment import TwoViewAugment
 from .portable import SafeSaveMixin
+from .runinfo import SafeCheckpointMixin
+from .shuffle_bn import grouped_encode, has_batch_norm, shuffled_keys
 
 #: What is added to the base objective (config.base, MoCo v2 or SimSiam): nothing ("moco", the name from before
 #: SimSiam existed), LCR, or the synthesized pairs of this method.
 METHODS = ("moco", "lcr", "fgssl")
+#: Backbone model types whose encoders `channels_last` converts (convolutions; ViT-like backbones gain nothing).
+CONVOLUTIONAL_BACKBONES = ("resnet", "convnext", "convnextv2", "regnet", "efficientnet", "mobilenet_v2")
 #: Other names accepted for --method.
 METHOD_ALIASES = {"plain": "moco"}
 
@@ -71,6 +76,29 @@ class ObjectiveArguments:
         metadata={"help": "Recompute the synthesized query pass in backward (activation checkpointing): less peak "
                           "memory for one more encoder forward of the synthesized images (GPU recipes)."},
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Convolutional backbones (ResNet, ConvNeXt): keep the encoders' weights and their input "
+                          "images in channels_last memory format (faster convolutions where measured, e.g. "
+                          "benchmarks/step_cost.py --channels_last); no effect on ViT-like backbones."},
+    )
+    shuffle_bn: bool = field(
+        default=True,
+        metadata={"help": "MoCo with a BatchNorm backbone (ResNet) on several processes: Shuffle BN, the key batch "
+                          "shuffled across processes before the key encoder and put back after (MoCo v2's "
+                          "_batch_shuffle_ddp). No effect on one process or for LayerNorm backbones."},
+    )
+    shuffle_bn_groups: int = field(
+        default=1,
+        metadata={"help": "MoCo with a BatchNorm backbone: split each process's key batch, in a shuffled order, into "
+                          "this many groups with their own BatchNorm statistics (Shuffle BN's single-device "
+                          "emulation; 1 = off). The GPU ResNet recipes use 4 on one GPU."},
+    )
+    sync_bn: bool | None = field(
+        default=None,
+        metadata={"help": "SimSiam on several GPU processes: synchronise the heads' BatchNorm across processes, as "
+                          "SimSiam's reference code does (default: on when several processes run on GPUs)."},
+    )
     lcr_weight: float = field(default=0.01, metadata={"help": "LCR: weight of the screening KL term."})
     crop_scale_min: float = field(default=0.2, metadata={"help": "Random resized crop: smallest area fraction."})
     color_jitter: float = field(default=0.4, metadata={"help": "Brightness/contrast/saturation jitter (hue = x/4)."})
@@ -114,6 +142,8 @@ class ObjectiveArguments:
         for name in ("synth_warmup_steps", "synth_ramp_steps", "picture_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.shuffle_bn_groups < 1:
+            raise ValueError(f"shuffle_bn_groups must be >= 1 (1 = off), got {self.shuffle_bn_groups}.")
 
     def augmentation(self, image_size: int) -> TwoViewAugment:
         j = self.color_jitter
@@ -145,13 +175,14 @@ def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
     return detached if weight == 0.0 else detached + weight * (x - detached)
 
 
-class FGSSLTrainer(SafeSaveMixin, Trainer):
+class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     """Trainer for `FGSSLForPreTraining` with the objective of METHOD.md (`method="fgssl"`) or a baseline.
 
     Batches hold `pixel_values` as uint8 (decoded and resized once by `training.data`); the two augmented views are
     drawn on the training device. Every save (checkpoints, final folder) also writes the image processor
     (`processing_class`, default `training.processor.build_image_processor(image_size)`) and a `training_args.bin`
-    without the Hub token or absolute paths (`SafeSaveMixin`).
+    without the Hub token or absolute paths (`SafeSaveMixin`). Checkpoints are written whole or not at all, a
+    non-finite loss stops the run, nothing non-finite is saved (`runinfo.SafeCheckpointMixin`).
     """
 
     def __init__(self, model=None, args: TrainingArguments = None, objective_args: ObjectiveArguments = None,
@@ -185,6 +216,14 @@ class FGSSLTrainer(SafeSaveMixin, Trainer):
             kwargs["processing_class"] = build_image_processor(size)
         super().__init__(model=model, args=args, **kwargs)
         self.model_accepts_loss_kwargs = False
+        self.key_encoder_has_batch_norm = model.has_momentum_branch and has_batch_norm(model.momentum_encoder)
+        self.channels_last = oa.channels_last and config.backbone_config.model_type in CONVOLUTIONAL_BACKBONES
+        if self.channels_last:
+            for encoder in (model.fgssl, model.momentum_encoder):
+                if encoder is not None:
+                    encoder.to(memory_format=torch.channels_last)
+        if config.base == "simsiam" and self.accelerator.num_processes > 1:
+            synchronise_head_batch_norm(model, self.objective_args.sync_bn, on_gpu=self.args.device.type != "cpu")
         self.augment = oa.augmentation(size).to(self.args.device)
         self.image_size = size
         self.pending_keys: list[torch.Tensor] = []
@@ -207,6 +246,8 @@ class FGSSLTrainer(SafeSaveMixin, Trainer):
         geometric = oa.method == "fgssl" and oa.recon_target == "geometric"
         v1, v2, *rest = self.augment(inputs["pixel_values"], return_geometric=geometric)
         recon_target = rest[0] if geometric else v1
+        if self.channels_last:
+            v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
 
         # 1. SSL loss of the base objective. The online pass goes through the (possibly DDP-wrapped) model so
         # gradients synchronise.
@@ -237,10 +278,21 @@ class FGSSLTrainer(SafeSaveMixin, Trainer):
         self._accumulate_terms(terms)
         return (loss, out) if return_outputs else loss
 
+    def momentum_keys(self, core, images: torch.Tensor) -> torch.Tensor:
+        """Keys of `images` from the momentum branch (B x d), with Shuffle BN where the backbone has BatchNorm:
+        across processes (`shuffle_bn`) and/or in `shuffle_bn_groups` groups per process (training.shuffle_bn)."""
+        oa = self.objective_args
+        if not self.key_encoder_has_batch_norm:
+            return core.momentum_encode(images)
+        groups = oa.shuffle_bn_groups
+        if self.accelerator.num_processes > 1 and not oa.shuffle_bn:
+            return grouped_encode(core.momentum_encode, images, groups) if groups > 1 else core.momentum_encode(images)
+        return shuffled_keys(core.momentum_encode, images, groups=groups)
+
     def _moco_loss(self, model, core, v1, v2):
         """MoCo v2's L_C: InfoNCE of the online queries of v1 against the momentum keys of v2 (and the queue)."""
         out = model(pixel_values=v1)
-        k = core.momentum_encode(v2)
+        k = self.momentum_keys(core, v2)
         negatives = core.queue.clone().detach() if core.queue.shape[0] > 0 else None
         loss_ssl = obj.info_nce(out.query, k, negatives, self.objective_args.temperature)
         self.pending_keys.append(self.accelerator.gather(k.detach()))
@@ -332,7 +384,7 @@ class FGSSLTrainer(SafeSaveMixin, Trainer):
             return self._maybe_recompute(pair_loss, perturbed, original)
         query = lambda x: core.project(core.encode(x).pooler_output)  # noqa: E731
         q = self._maybe_recompute(query, perturbed)
-        return obj.info_nce(q, core.momentum_encode(original), None, self.objective_args.temperature)
+        return obj.info_nce(q, self.momentum_keys(core, original), None, self.objective_args.temperature)
 
     def _maybe_recompute(self, fn, *inputs):
         if self.objective_args.synth_recompute:
@@ -447,6 +499,20 @@ class MomentumQueueCallback(TrainerCallback):
         if self.trainer.pictures is not None and state.is_world_process_zero:
             if self.trainer.pictures_step == state.global_step - 1:
                 self.trainer.write_pictures(Path(args.output_dir) / "pictures")
+
+
+def synchronise_head_batch_norm(model, wanted: bool | None, on_gpu: bool) -> bool:
+    """SimSiam on several processes: the projector's and predictor's BatchNorm normalise by the statistics of the
+    whole global batch (SyncBatchNorm), as SimSiam's reference code does. `wanted` None = on for GPU processes;
+    torch's SyncBatchNorm runs on accelerators only, so CPU processes keep per-process BN. Returns whether it did."""
+    if wanted and not on_gpu:
+        raise ValueError("--sync_bn true needs GPU processes (torch's SyncBatchNorm has no CPU kernel); leave it "
+                         "unset on CPU.")
+    if wanted is False or not on_gpu:
+        return False
+    model.projector = nn.SyncBatchNorm.convert_sync_batchnorm(model.projector)
+    model.predictor = nn.SyncBatchNorm.convert_sync_batchnorm(model.predictor)
+    return True
 
 
 def compile_networks(model, **compile_kwargs) -> None:
