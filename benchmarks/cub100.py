@@ -378,24 +378,39 @@ def grid_points() -> list[tuple[str, list[str]]]:
 #: The grid from a generic initialisation (`--grid --init`), in two stages on the holdout: first the learning rate of
 #: the continued training for moco, scored against the initialisation alone (the first bar: does pre-training on
 #: the fine-grained images help at all?); then the method's knobs at that learning rate, scored against moco.
-INIT_GRID_LEARNING_RATES = ("1e-4", "3e-4", "1e-3")
+#: Stage 1: recipes of the continued training (moco), each scored against the initialisation alone. The learning
+#: rate first, then around 1e-4 (the best of the first three): a smaller one, 3 x the epochs, a queue of negatives.
+INIT_GRID_RECIPES = {
+    "lr=1e-4": {"learning_rate": "1e-4"},
+    "lr=3e-4": {"learning_rate": "3e-4"},
+    "lr=1e-3": {"learning_rate": "1e-3"},
+    "lr=3e-5": {"learning_rate": "3e-5"},
+    "lr=1e-4,epochs=30": {"learning_rate": "1e-4", "num_train_epochs": "30"},
+    "lr=1e-4,queue=1024": {"learning_rate": "1e-4", "queue_size": "1024"},
+}
 # One variation only on the 2-core machine (an fgssl run is ~5 min there): the decoder input, the knob the
 # from-scratch grid chose (benchmarks/results/cub100_s16/grid); sigma, mask, noise scale and L_R's target keep the
 # centre's values. Add entries here to search more.
 INIT_GRID_VARIATIONS = {"decoder_input": ["pooled"]}
 
 
-def init_grid_points(learning_rate: str) -> list[tuple[str, list[str]]]:
-    """Stage 2 of the init grid at the chosen learning rate: the centre, its random mask, one knob at a time."""
-    lr = ["--learning_rate", learning_rate]
-    def argv(knobs):
-        return [a for name, value in knobs.items() for a in (f"--{name}", value)]
+def _knob_argv(knobs: dict) -> list[str]:
+    return [a for name, value in knobs.items() for a in (f"--{name}", value)]
 
-    points = [("center", ["--method", "fgssl", *lr, *argv(GRID_CENTER)]),
-              ("center+random-mask", ["--method", "fgssl", *lr, *argv({**GRID_CENTER, "mask_mode": "random"})])]
+
+def recipe_tag(name: str) -> str:
+    """A stage-1 recipe's name as a folder tag: "lr=1e-4,epochs=30" -> "lr1e-4-epochs30"."""
+    return name.replace("=", "").replace(",", "-")
+
+
+def init_grid_points(recipe: dict) -> list[tuple[str, list[str]]]:
+    """Stage 2 of the init grid with the chosen recipe: the centre, its random mask, one knob at a time."""
+    base = ["--method", "fgssl", *_knob_argv(recipe)]
+    points = [("center", [*base, *_knob_argv(GRID_CENTER)]),
+              ("center+random-mask", [*base, *_knob_argv({**GRID_CENTER, "mask_mode": "random"})])]
     for knob, values in INIT_GRID_VARIATIONS.items():
         for value in values:
-            points.append((f"{knob}={value}", ["--method", "fgssl", *lr, *argv({**GRID_CENTER, knob: value})]))
+            points.append((f"{knob}={value}", [*base, *_knob_argv({**GRID_CENTER, knob: value})]))
     return points
 
 
@@ -446,31 +461,31 @@ def run_init_grid(args: argparse.Namespace) -> dict:
     holdout = ["--holdout_fraction", str(GRID_HOLDOUT)]
     start = RunSpec("generic-init", seed, "random_init", runs_dir / f"generic-init-seed{seed}")
     records = {"generic-init": evaluate_random_init(start, args.config, [*args.extra, *holdout], args.dry_run)}
-    for lr in INIT_GRID_LEARNING_RATES:
-        name = f"moco lr={lr}"
-        spec = RunSpec(name, seed, "grid", runs_dir / f"moco-lr{lr}-seed{seed}")
-        argv = [args.config, *args.extra, *holdout, "--method", "moco", "--learning_rate", lr, "--seed", str(seed),
+    for recipe, knobs in INIT_GRID_RECIPES.items():
+        name = f"moco {recipe}"
+        spec = RunSpec(name, seed, "grid", runs_dir / f"moco-{recipe_tag(recipe)}-seed{seed}")
+        argv = [args.config, *args.extra, *holdout, "--method", "moco", *_knob_argv(knobs), "--seed", str(seed),
                 "--output_dir", str(spec.run_dir)]
         records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
     if args.dry_run:
         return {"runs": list(records.values())}
     done = {n: r for n, r in records.items() if r.get("status") == "done"}
     result = {"seed": seed, "holdout_fraction": GRID_HOLDOUT, "center": GRID_CENTER,
-              "variations": INIT_GRID_VARIATIONS, "learning_rates": INIT_GRID_LEARNING_RATES}
+              "variations": INIT_GRID_VARIATIONS, "learning_rates": INIT_GRID_RECIPES}
     lr_scores = {n: relative_gain(r["metrics"], done["generic-init"]["metrics"]) for n, r in done.items()
-                 if n.startswith("moco lr=")} if "generic-init" in done else {}
+                 if n.startswith("moco ")} if "generic-init" in done else {}
     if lr_scores:
-        best_lr = max(lr_scores, key=lr_scores.get).split("=", 1)[1]
-        chosen = {"learning_rate": best_lr, **GRID_CENTER}
-        for name, overrides in init_grid_points(best_lr):
-            spec = RunSpec(name, seed, "grid", runs_dir / f"{name.replace('=', '-')}-lr{best_lr}-seed{seed}")
+        best_recipe = max(lr_scores, key=lr_scores.get).split(" ", 1)[1]
+        chosen = {**INIT_GRID_RECIPES[best_recipe], **GRID_CENTER}
+        for name, overrides in init_grid_points(INIT_GRID_RECIPES[best_recipe]):
+            spec = RunSpec(name, seed, "grid", runs_dir / f"{name.replace('=', '-')}-{recipe_tag(best_recipe)}-seed{seed}")
             argv = [args.config, *args.extra, *holdout, *overrides, "--seed", str(seed), "--output_dir",
                     str(spec.run_dir)]
             records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
         done = {n: r for n, r in records.items() if r.get("status") == "done"}
-        moco = done[f"moco lr={best_lr}"]
+        moco = done[f"moco {best_recipe}"]
         scores = {n: relative_gain(r["metrics"], moco["metrics"]) for n, r in done.items()
-                  if n not in ("center+random-mask", "generic-init") and not n.startswith("moco lr=")}
+                  if n not in ("center+random-mask", "generic-init") and not n.startswith("moco ")}
         best = max(scores, key=scores.get) if scores else "center"
         if best != "center":
             knob, value = best.split("=", 1)
@@ -501,9 +516,9 @@ def grid_markdown(result: dict, done: dict) -> str:
              "class of train held out; the test split is not loaded)", "",
              f"Centre: {result['center']}. Each row changes one knob. Score = mean over retrieval mAP and linear "
              "top-1 of (metric / moco's - 1); one seed, so differences of a few % are within noise."
-             + (" From a generic initialisation: the `moco lr=` rows are scored against `generic-init` (the "
-                "initialisation alone) and choose the learning rate; the fgssl rows run at that learning rate and "
-                "are scored against its moco row." if "learning_rates" in result else ""), "",
+             + (" From a generic initialisation: the `moco ...` rows (recipes of the continued training) are "
+                "scored against `generic-init` (the initialisation alone) and choose the recipe; the fgssl rows run "
+                "with that recipe and are scored against its moco row." if "learning_rates" in result else ""), "",
              "| run | " + " | ".join(METRICS) + " | score | steps | train min |", "|---" * (len(METRICS) + 4) + "|"]
     for name, r in done.items():
         score = result.get("scores", {}).get(name, result.get("learning_rate_scores", {}).get(name))
@@ -625,19 +640,19 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     """Equal-epoch runs (seed by seed), random init, then equal-time runs; returns {"runs": [...], ...}."""
     started = time.time()
     runs_dir, records = Path(args.runs_dir), []
+    # The encoders the runs start from, untrained on cub100: the preset's random init and, from --init, the generic
+    # initialisation alone (the "ImageNet only" row).
+    starts = [] if args.no_random_init else [("random-init", args.start_extra)] if args.init else []
+    if not args.no_random_init:
+        starts.append((start_row_name(args.config, args.extra), args.extra))
+    # Seed by seed, each seed's start rows with it: a benchmark cut short still holds whole seeds.
     for seed in args.seeds:
         for method in args.methods:
             spec = RunSpec(method, seed, "equal_epochs", run_dir_for(runs_dir, "equal_epochs", method, seed))
             records.append(launch(spec, args.config, args.extra, args.dry_run, args.keep_checkpoints))
-    if not args.no_random_init:
-        # The encoders the runs start from, untrained on cub100: the preset's random init and, from --init, the
-        # generic initialisation alone (the "ImageNet only" row).
-        starts = [("random-init", args.start_extra)] if args.init else []
-        starts.append((start_row_name(args.config, args.extra), args.extra))
         for name, extra in starts:
-            for seed in args.seeds:
-                spec = RunSpec(name, seed, "random_init", run_dir_for(runs_dir, "random_init", name, seed))
-                records.append(evaluate_random_init(spec, args.config, extra, args.dry_run))
+            spec = RunSpec(name, seed, "random_init", run_dir_for(runs_dir, "random_init", name, seed))
+            records.append(evaluate_random_init(spec, args.config, extra, args.dry_run))
     reference = args.equal_time_reference if "equal_time" in args.budgets else "none"
     if reference != "none":
         for method in args.equal_time_methods:

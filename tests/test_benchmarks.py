@@ -106,3 +106,16 @@ def test_generic_init_exports_the_trained_backbone_as_a_plain_transformers_folde
 def test_generic_init_refuses_an_unknown_backbone():
     with pytest.raises(SystemExit):
         generic_init.parse_cli(["--backbone", "resnet-999"])
+
+
+def test_freeze_stages_stops_gradients_into_the_stem_and_first_stages():
+    from fgssl.training.pretrain import ModelArguments, build_model
+
+    model = build_model(ModelArguments(backbone="resnet-s16-cpu", freeze_stages=2, queue_size=0), "moco")
+    backbone = model.fgssl.backbone
+    frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("embedder.", "encoder.stages.0.", "encoder.stages.1.")) for n in frozen)
+    assert all(p.requires_grad for n, p in backbone.named_parameters() if n.startswith("encoder.stages.2."))
+    assert all(p.requires_grad for p in model.projector.parameters())
+    with pytest.raises(ValueError, match="--freeze_stages must be in"):
+        build_model(ModelArguments(backbone="resnet-s16-cpu", freeze_stages=4, queue_size=0), "moco")

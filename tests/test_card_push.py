@@ -50,7 +50,7 @@ def test_card_carries_the_metrics_of_eval_results(model_dir):
         "kNN top-1, frozen features (k=20)": 0.4, "Linear probe top-1, frozen features": 0.6123,
     }  # the undefined mAP (null in the JSON) is left out
     assert all(r.dataset_split == "test" and r.dataset_name == "cub100" for r in data.eval_results)
-    assert data.pipeline_tag == "image-feature-extraction" and data.license == "apache-2.0"
+    assert data.pipeline_tag == "image-feature-extraction" and data.license is None  # none stated unless --license
     assert "fgssl" in data.tags and "vit" in data.tags
     assert data.datasets is None  # a local folder is no Hub dataset id
     text = card.text
@@ -104,6 +104,104 @@ def test_card_without_results_says_so(tmp_path):
     card = render_model_card(tmp_path / "m")
     assert card.data.eval_results is None and "run `fgssl-eval`" in card.text
     assert "moco" in card.data.tags  # no decoder: the MoCo v2 baseline
+
+
+# ------------------------------------------------------------------------------------------ Hub conventions
+
+
+def check_hub_metadata(card) -> "ModelCard":
+    """The Hub's metadata checks that run offline: the card parses as a ModelCard, the model-index round-trips,
+    base_model / datasets are valid repository ids (owner/name), base_model_relation is one of the Hub's, every
+    metric of a task and dataset has a type and a name of its own."""
+    from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+    from huggingface_hub.utils import validate_repo_id
+
+    parsed = ModelCard(str(card))
+    data = parsed.data
+    for repo in [*(data.datasets or []), *([data.base_model] if data.base_model else [])]:
+        validate_repo_id(repo)
+        assert repo.count("/") == 1, repo
+    relation = getattr(data, "base_model_relation", None)
+    if relation is not None:
+        assert data.base_model and relation in ("adapter", "merge", "quantized", "finetune")
+    if data.eval_results:
+        name, results = model_index_to_eval_results(eval_results_to_model_index(data.model_name, data.eval_results))
+        assert name == data.model_name and len(results) == len(data.eval_results)
+        keys = [(r.task_type, r.dataset_type, r.dataset_split, r.metric_type) for r in data.eval_results]
+        names = [r.metric_name for r in data.eval_results]
+        assert len(set(keys)) == len(keys) and len(set(names)) == len(names), (keys, names)
+    if data.license is not None:
+        assert data.license == data.license.strip().lower() and " " not in data.license
+    return parsed
+
+
+def test_card_metadata_follows_the_hub_conventions(model_dir):
+    # A local dataset folder's name and a local starting folder never reach the metadata; no license is invented.
+    card = check_hub_metadata(render_model_card(model_dir, training_config={"method": "moco", "start": "run1",
+                                                                           "dataset": "cub100"}))
+    assert card.data.datasets is None and card.data.base_model is None and card.data.license is None
+    assert "base_model_relation" not in str(card).split("---")[1]
+    assert "inherit its terms of use" in card.text and "`run1` (a local checkpoint)" in card.text
+    types = [r.metric_type for r in card.data.eval_results]
+    assert types == ["retrieval_rank1", "retrieval_rank5", "knn_top1", "linear_probe_top1"]
+
+    # A Hub backbone, a Hub dataset and --license: all in the metadata.
+    card = check_hub_metadata(render_model_card(model_dir, training_config={
+        "method": "fgssl", "base_model": "google/vit-base-patch16-224", "hub_dataset": "someone/birds",
+        "license": "cc-by-nc-4.0"}))
+    assert card.data.base_model == "google/vit-base-patch16-224" and card.data.base_model_relation == "finetune"
+    assert card.data.datasets == ["someone/birds"] and card.data.license == "cc-by-nc-4.0"
+    assert "inherit its terms" not in card.text and "| base_model |" not in card.text
+
+
+@pytest.mark.parametrize("method, pairs", [("moco", False), ("lcr", False), ("fgssl", True)])
+def test_the_method_line_is_true_for_each_method(model_dir, method, pairs):
+    text = check_hub_metadata(render_model_card(model_dir, training_config={"method": method})).text
+    line = next(line for line in text.splitlines() if line.startswith("- **Method:**"))
+    assert ("synthesized pairs" in line and "no synthesized pairs" not in line) == pairs, line
+    assert ("LCR" in line) == (method == "lcr"), line
+
+
+def test_every_finetuned_folder_has_a_card_with_the_right_base(tmp_path):
+    from conftest import tiny_fgssl_config
+    from fgssl.modeling import FGSSLModel
+    from fgssl.training.finetune import apply_lora, build_classifier, save_finetuned, write_finetune_cards
+    from fgssl.training.processor import build_image_processor
+
+    FGSSLModel(tiny_fgssl_config()).save_pretrained(tmp_path / "run1")
+    model = apply_lora(build_classifier(str(tmp_path / "run1"), num_labels=3))
+    out = tmp_path / "ft"
+    paths = save_finetuned(model, out, build_image_processor(32))
+    settings = {"method": "lora", "model_name_or_path": "run1", "dataset_name": "cub100", "base_model": None}
+    (out / "finetune_results.json").write_text(json.dumps({"accuracy": 0.5, "settings": settings}))
+    write_finetune_cards(paths)
+    for name in ("adapter", "merged"):
+        card = check_hub_metadata(ModelCard.load(out / name / "README.md"))
+        assert card.data.base_model is None, name  # "run1" is a local folder, not a Hub id (peft wrote it there)
+        assert "fgssl model card" in card.content and "base_model: run1" not in card.content, name
+    assert ModelCard.load(out / "adapter" / "README.md").data.library_name == "peft"
+
+    # Fine-tuned from a Hub checkpoint: the adapter names it as its base, the merged model as the model it tunes.
+    settings["base_model"] = "someone/fgssl-vit-cub"
+    (out / "finetune_results.json").write_text(json.dumps({"accuracy": 0.5, "settings": settings}))
+    write_finetune_cards(paths)
+    adapter = check_hub_metadata(ModelCard.load(out / "adapter" / "README.md")).data
+    merged = check_hub_metadata(ModelCard.load(out / "merged" / "README.md")).data
+    assert (adapter.base_model, adapter.base_model_relation) == ("someone/fgssl-vit-cub", "adapter")
+    assert (merged.base_model, merged.base_model_relation) == ("someone/fgssl-vit-cub", "finetune")
+
+
+def test_the_card_of_a_demo_run_passes_the_metadata_checks(tmp_path):
+    from fgssl.training import pretrain
+
+    out = tmp_path / "demo"
+    pretrain.main(["--method", "fgssl", "--max_steps", "1", "--max_train_samples", "32", "--max_eval_samples", "16",
+                   "--image_size", "32", "--per_device_train_batch_size", "16", "--report_to", "none",
+                   "--disable_tqdm", "true", "--compare_with_start", "false", "--linear_backend", "torch",
+                   "--license", "mit", "--output_dir", str(out)])
+    card = check_hub_metadata(ModelCard.load(out / "README.md"))
+    assert card.data.license == "mit" and card.data.datasets is None and card.data.base_model is None
+    assert "![Retrieval" in card.content and "![Embedding" in card.content
 
 
 # ------------------------------------------------------------------------------------------ push

@@ -1,4 +1,4 @@
-"""The four console scripts as a user meets them: exit status, one-line usage errors, --debug, validation.
+"""The four console scripts as a user meets them: exit status, one-line usage errors, --traceback, validation.
 
 The installed scripts run as subprocesses (what a shell, a scheduler or CI sees); the rest runs in-process.
 """
@@ -120,7 +120,7 @@ def test_usage_error_is_one_line_and_debug_shows_the_traceback(capsys, monkeypat
     assert pretrain.cli(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--per_device_train_batch_size" in err[0] and "--queue_size" in err[0]
-    assert pretrain.cli([*argv, "--debug"]) == 2
+    assert pretrain.cli([*argv, "--traceback"]) == 2
     assert "Traceback" in capsys.readouterr().err
     monkeypatch.setenv("FGSSL_DEBUG", "1")
     assert pretrain.cli(argv) == 2
@@ -140,10 +140,10 @@ def test_main_returns_results_and_cli_returns_the_status(monkeypatch, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_debug_flag_is_ours_only_without_a_value(monkeypatch):
+def test_traceback_flag_is_ours_and_debug_is_training_arguments(monkeypatch):
     monkeypatch.delenv("FGSSL_DEBUG", raising=False)
-    assert debug_requested(["--seed", "1", "--debug"]) == (["--seed", "1"], True)
-    assert debug_requested(["--debug", "--seed", "1"]) == (["--seed", "1"], True)
+    assert debug_requested(["--seed", "1", "--traceback"]) == (["--seed", "1"], True)
+    assert debug_requested(["--traceback", "--seed", "1"]) == (["--seed", "1"], True)
     # TrainingArguments' own --debug <option> is left to it.
     assert debug_requested(["--debug", "underflow_overflow"]) == (["--debug", "underflow_overflow"], False)
 

@@ -279,3 +279,14 @@ def test_holdout_carves_every_class_of_train_and_never_loads_test(tmp_path):
     assert set(prepared.num_skipped) == {"train", "holdout"}
     with pytest.raises(ValueError, match="holdout_fraction"):
         data.carve_holdout(train, "label", 1.5)
+
+
+@pytest.mark.parametrize("name", [".hidden", "..x"])
+def test_hidden_class_folders_with_images_are_refused_not_dropped(image_folder, tmp_path, name):
+    root, _ = image_folder
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # a hidden folder without images is no class: fine
+    data.load_raw_dataset(str(root), cache_dir=tmp_path / "cache0")
+    (root / "train" / name).mkdir()
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(root / "train" / name / "x.png")
+    with pytest.raises(ValueError, match=r"start with '\.'.*" + name.replace(".", r"\.")):
+        data.load_raw_dataset(str(root), cache_dir=tmp_path / "cache1")

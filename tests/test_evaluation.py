@@ -282,7 +282,8 @@ def test_fgssl_eval_cli_on_cub100(tmp_path, cub100):
     ])
     results = json.loads((out / "eval_results.json").read_text())
     metrics = {"retrieval_rank1", "retrieval_rank5", "retrieval_map", "knn_top1", "linear_top1"}
-    assert set(results) == metrics | {"settings", "num_images", "seconds"}
+    assert set(results) == metrics | {"settings", "num_images", "seconds", "pictures"}
+    assert results["pictures"] == {"retrieval": "retrieval.png", "embedding": "embedding.png"}
     assert results["num_images"]["train"] == 20 and results["num_images"]["test"] == 10
     assert results["num_images"]["retrieval_queries"] + results["num_images"]["retrieval_queries_without_positive"] == 10
     for key in ("knn_top1", "linear_top1"):

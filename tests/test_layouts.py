@@ -477,3 +477,12 @@ def test_prepare_help_and_no_abbreviations(capsys):
     assert exit_info.value.code == 0 and "fgssl-prepare" in capsys.readouterr().out
     assert prepare.cli(["a", "b", "--push"]) == 2
     assert "unrecognized option --push" in capsys.readouterr().err
+
+
+def test_cub_folder_with_most_images_missing_is_refused_as_a_partial_download(cub_dir, tmp_path):
+    root, _ = cub_dir
+    images = sorted((root / "images").rglob("*.jpg"))
+    for path in images[: len(images) * 3 // 4]:  # 75 % of the images never extracted
+        path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"6 of the 9 images .* missing .* partial download"):
+        data.load_raw_dataset(str(root), cache_dir=tmp_path / "cache")

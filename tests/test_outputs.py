@@ -137,3 +137,20 @@ def test_a_backbone_started_from_a_local_folder_leaves_no_path_in_the_config(tmp
     model = FGSSLForPreTraining.from_backbone_pretrained(tmp_path / "plain", queue_size=0, use_decoder=False)
     model.save_pretrained(tmp_path / "out")
     assert str(tmp_path) not in (tmp_path / "out" / "config.json").read_text()
+
+
+def test_a_one_class_dataset_says_why_it_is_not_evaluated(tmp_path, caplog):
+    """A one-class image folder has no label column: evaluation is skipped with a line saying why, not silently."""
+    import logging
+    import shutil
+
+    data = image_folder(tmp_path / "data")
+    for split in ("train", "test"):
+        shutil.rmtree(data / split / "class1")
+    argv = ["--dataset_name", str(data), "--output_dir", str(tmp_path / "run"), "--backbone", "convnext-tiny-cpu",
+            "--image_size", "32", "--per_device_train_batch_size", "4", "--max_steps", "1", "--method", "moco",
+            "--report_to", "none", "--disable_tqdm", "true", "--compare_with_start", "false"]
+    with caplog.at_level(logging.WARNING):
+        results = run_pretraining(*parse_args(argv))
+    assert results.get("evaluation_skipped") and "eval_results" not in results
+    assert any("Evaluation skipped" in r.getMessage() and "two classes" in r.getMessage() for r in caplog.records)

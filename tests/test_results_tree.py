@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 
 RESULTS = "benchmarks/results"
 #: Basenames of pictures that show dataset images (views, reconstructions of them).
-DATASET_PICTURES = ("synth_pairs_*.png", "synth_pairs.png", "pairs_step*.png")
+DATASET_PICTURES = ("synth_pairs_*.png", "synth_pairs.png", "pairs_step*.png", "retrieval.png")
 
 
 def tracked(under: str) -> list[str]:

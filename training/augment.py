@@ -41,28 +41,29 @@ def _to_float01(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet mean and std as 1 x 3 x 1 x 1 tensors on x's device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return mean, std
+def _channel_stats(x: torch.Tensor, mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mean` and `std` (3 floats each; default ImageNet's) as 1 x 3 x 1 x 1 tensors on x's device."""
+    mean = torch.tensor(IMAGENET_MEAN if mean is None else tuple(mean), device=x.device, dtype=torch.float32)
+    std = torch.tensor(IMAGENET_STD if std is None else tuple(std), device=x.device, dtype=torch.float32)
+    return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
 
 
-def normalize_images(x: torch.Tensor) -> torch.Tensor:
+def normalize_images(x: torch.Tensor, mean=None, std=None) -> torch.Tensor:
     """(x / 255 - mean) / std for uint8 input, (x - mean) / std for float input in [0, 1].
 
-    x: B x 3 x H x W (or 3 x H x W). Returns float32 of the same shape.
+    x: B x 3 x H x W (or 3 x H x W). mean, std: 3 floats each (default ImageNet's; the starting checkpoint's
+    image processor's when it has one, training.processor). Returns float32 of the same shape.
     """
-    mean, std = _channel_stats(x)
+    mean, std = _channel_stats(x, mean, std)
     return ((_to_float01(x) - mean) / std).reshape(x.shape)
 
 
-def denormalize_images(x: torch.Tensor) -> torch.Tensor:
+def denormalize_images(x: torch.Tensor, mean=None, std=None) -> torch.Tensor:
     """Inverse of normalize_images: x * std + mean, clamped to [0, 1] (for saving pictures).
 
     x: B x 3 x H x W (or 3 x H x W) normalised float. Returns float in [0, 1], same shape.
     """
-    mean, std = _channel_stats(x)
+    mean, std = _channel_stats(x, mean, std)
     return (x.float() * std + mean).clamp(0.0, 1.0).reshape(x.shape)
 
 
@@ -73,13 +74,13 @@ def _resize(x: torch.Tensor, image_size: int) -> torch.Tensor:
     return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def eval_transform(x_uint8: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Deterministic evaluation view: resize to image_size and normalise.
+def eval_transform(x_uint8: torch.Tensor, image_size: int, mean=None, std=None) -> torch.Tensor:
+    """Deterministic evaluation view: resize to image_size and normalise (with `mean` / `std`, default ImageNet's).
 
     x_uint8: uint8 B x 3 x S x S (already centre-cropped by training.data). Returns normalised float
     B x 3 x image_size x image_size.
     """
-    return normalize_images(_resize(_to_float01(x_uint8), image_size))
+    return normalize_images(_resize(_to_float01(x_uint8), image_size), mean, std)
 
 
 def _blur_kernel_size(image_size: int) -> int:
@@ -290,6 +291,7 @@ class TwoViewAugment(torch.nn.Module):
         blur_p: probability of the Gaussian blur; blur_sigma its sigma range (pixels of the output).
         hflip: random horizontal flip with p 0.5.
         crop_ratio: aspect ratio (w / h) range of the random resized crop.
+        mean, std: the normalisation of the views (3 floats each; default ImageNet's).
 
     forward(x_uint8: uint8 B x 3 x S x S, return_geometric=False) -> (v1, v2), each normalised float
     B x 3 x image_size x image_size; with `return_geometric`, also v1's crop and flip without the photometric
@@ -307,8 +309,12 @@ class TwoViewAugment(torch.nn.Module):
         blur_sigma=(0.1, 2.0),
         hflip=True,
         crop_ratio=(3.0 / 4.0, 4.0 / 3.0),
+        mean=None,
+        std=None,
     ):
         super().__init__()
+        self.mean = tuple(float(v) for v in (IMAGENET_MEAN if mean is None else mean))
+        self.std = tuple(float(v) for v in (IMAGENET_STD if std is None else std))
         self.image_size = int(image_size)
         self.crop_scale = tuple(float(v) for v in crop_scale)
         self.crop_ratio = tuple(float(v) for v in crop_ratio)
@@ -360,13 +366,13 @@ class TwoViewAugment(torch.nn.Module):
         images taken in turn). Returns the normalised views and the first `geometric_views` of them before the
         photometric steps (normalised too)."""
         views = crop_flip_resize(x.repeat(repeats, 1, 1, 1), params.boxes, params.flip, self.image_size)
-        geometric = normalize_images(views[:geometric_views])
+        geometric = normalize_images(views[:geometric_views], self.mean, self.std)
         if params.color is not None:
             m, t = color_transforms(params.color, views.mean(dim=(2, 3)))
             views = apply_color(views, m, t)
         if self.blur_p > 0:
             views = blur_selected(views, params.blur, params.blur_sigma, self.blur_kernel)
-        return normalize_images(views), geometric
+        return normalize_images(views, self.mean, self.std), geometric
 
     def forward(self, x_uint8: torch.Tensor, return_geometric: bool = False):
         b, _, height, width = x_uint8.shape

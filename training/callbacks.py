@@ -33,10 +33,13 @@ class KNNMonitorCallback(TrainerCallback):
         device = self.trainer.args.device
         was_training = encoder.training
         try:
+            # Normalised as the training views are (the starting checkpoint's statistics, or ImageNet's).
+            norm = {"image_mean": getattr(self.trainer, "image_mean", None),
+                    "image_std": getattr(self.trainer, "image_std", None)}
             bank_x, bank_y = embed_dataset(encoder, self.bank, self.batch_size, device, self.image_size,
-                                           desc="kNN monitor bank")
+                                           desc="kNN monitor bank", **norm)
             query_x, query_y = embed_dataset(encoder, self.queries, self.batch_size, device, self.image_size,
-                                             desc="kNN monitor queries")
+                                             desc="kNN monitor queries", **norm)
         finally:
             encoder.train(was_training)
         return knn_top1(bank_x, bank_y, query_x, query_y)

@@ -17,18 +17,27 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..hub_cards import MODEL_CARD_TEMPLATE
 from .portable import portable_path
-from .processor import PROCESSOR_CONFIG_NAME, processor_image_size
+from .processor import PROCESSOR_CONFIG_NAME, describe_normalization, processor_image_size
 
-#: metric key -> (task_type, task_name, metric_type, metric_name) of the model-index entry.
+#: metric key -> (task_type, task_name, metric_type, metric_name) of the model-index entry. The model-index groups
+#: entries by task type and dataset, and a leaderboard tells metrics apart by their type: every entry has a type
+#: and a name of its own (kNN and linear-probe top-1 are different measurements, not two "accuracy" values).
 RESULT_SPECS = {
-    "retrieval_rank1": ("image-feature-extraction", "Image retrieval (frozen features)", "rank1", "Retrieval rank-1"),
-    "retrieval_rank5": ("image-feature-extraction", "Image retrieval (frozen features)", "rank5", "Retrieval rank-5"),
-    "retrieval_map": ("image-feature-extraction", "Image retrieval (frozen features)", "map", "Retrieval mAP"),
-    # The model-index groups entries by task type and dataset (not task name): the metric name tells them apart.
-    "knn_top1": ("image-classification", "Image classification", "accuracy", "kNN top-1, frozen features (k=20)"),
-    "linear_top1": ("image-classification", "Image classification", "accuracy", "Linear probe top-1, frozen features"),
+    "retrieval_rank1": ("image-feature-extraction", "Image retrieval (frozen features)", "retrieval_rank1",
+                        "Retrieval rank-1"),
+    "retrieval_rank5": ("image-feature-extraction", "Image retrieval (frozen features)", "retrieval_rank5",
+                        "Retrieval rank-5"),
+    "retrieval_map": ("image-feature-extraction", "Image retrieval (frozen features)", "retrieval_map",
+                      "Retrieval mAP"),
+    "knn_top1": ("image-classification", "Image classification", "knn_top1", "kNN top-1, frozen features (k=20)"),
+    "linear_top1": ("image-classification", "Image classification", "linear_probe_top1",
+                    "Linear probe top-1, frozen features"),
     "accuracy": ("image-classification", "Image classification", "accuracy", "Top-1 accuracy, fine-tuned"),
 }
+#: The Hub's base_model_relation values.
+BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
+#: Pictures of the evaluation (training.eval_pictures), looked for next to the card and in its eval/ folder.
+EVAL_PICTURES = {"retrieval": "retrieval.png", "embedding": "embedding.png"}
 #: Where the picture of synthesized pairs may be, relative to the model folder (first match wins).
 PAIRS_IMAGE_PATTERNS = ("*synth*pair*.png", "*pairs*.png", "*synth*.png")
 TRAINING_CONFIG_NAMES = ("training_config.json", "fgssl_training_config.json")
@@ -36,7 +45,23 @@ TRAINING_CONFIG_NAMES = ("training_config.json", "fgssl_training_config.json")
 #: a README.md without it is the user's own and is left alone.
 CARD_MARKER = "<!-- fgssl model card"
 
+#: The card's one-line method statement, true for each method (only fgssl learns from synthesized pairs).
+METHOD_LINES = {
+    "fgssl": "fgssl, self-supervised fine-grained features learned from synthesized pairs ({base} + synthesized "
+             "pairs)",
+    "moco": "{base} self-supervised contrastive learning, the baseline of fgssl (no synthesized pairs)",
+    "lcr": "LCR, {base} with a screening module matched to Grad-CAM maps (no synthesized pairs)",
+}
+METHOD_LINES["none"] = "supervised fine-tuning of a plain backbone (no self-supervised fgssl pre-training)"
+BASE_NAMES = {"moco": "MoCo v2", "simsiam": "SimSiam"}
+#: What the card says when no --license was given.
+NO_LICENSE = ("none stated. The weights are derived from {data} and inherit its terms of use: check them before "
+              "using or sharing the model (many fine-grained datasets, e.g. CUB-200-2011, are for non-commercial "
+              "research only); set one with `--license` (fgssl-pretrain, fgssl-finetune, fgssl-push).")
+
 METHOD_DESCRIPTIONS = {
+    "none": "Supervised fine-tuning of a plain transformers backbone with fgssl's mean pooling of the final feature "
+            "map and a linear head; no self-supervised pre-training.",
     "fgssl": (
         "MoCo v2 contrastive learning plus synthesized pairs (Wang et al., ECCV 2024): the feature dimensions that "
         "carry nuisance are found with a variance criterion and a Grad-CAM criterion induced from the SSL loss, "
@@ -117,6 +142,20 @@ def is_hub_id(name: str | None) -> bool:
     return bool(name) and not Path(name).expanduser().exists() and name.count("/") <= 1 and not name.startswith((".", "/", "~"))
 
 
+def hub_repo_id(name: str | None) -> str | None:
+    """`name` when it can only be a Hub repository id ("owner/name", a valid repo id, no local path of that name),
+    else None. A bare name ("cub100") is taken for a local folder's name, never put in the card's metadata."""
+    if not name or not isinstance(name, str) or name.count("/") != 1 or not is_hub_id(name):
+        return None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
 def _metric_value(value) -> float | None:
     if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -140,6 +179,28 @@ def eval_results_for_card(results: dict, dataset_type: str, dataset_name: str) -
     return entries
 
 
+#: training_config.json keys that go to the card's metadata and header, not to its configuration table.
+METADATA_KEYS = ("hub_dataset", "base_model", "start", "license")
+
+
+def pretraining_method(start) -> str | None:
+    """The pre-training method of the local checkpoint a fine-tuning started from: its training_config.json's, else
+    read from its fgssl config; None for a plain backbone (no fgssl pre-training) or when it cannot be read here."""
+    if not start:
+        return None
+    folder = Path(str(start)).expanduser()
+    config = _read_json(folder / "config.json") if folder.is_dir() else None
+    if config is None:
+        return None
+    if config.get("model_type") != "fgssl":
+        return "none"
+    for candidate in (folder, folder.parent):
+        method = (load_training_config(candidate) or {}).get("method")
+        if method:
+            return method
+    return "lcr" if config.get("pooling") == "screening" else "fgssl" if config.get("use_decoder", True) else "moco"
+
+
 def _config_rows(config: dict, training_config: dict, image_size: int) -> list[tuple[str, str]]:
     """(setting, value) rows: the model's fgssl config, the trained input size, then the pre-training settings."""
     rows = []
@@ -149,7 +210,8 @@ def _config_rows(config: dict, training_config: dict, image_size: int) -> list[t
             rows.append((key, config[key]))
     # The size trained at (a backbone config's own image_size is often its library default, e.g. 224).
     rows.append(("image_size", image_size))
-    rows += [(key, value) for key, value in training_config.items() if not isinstance(value, dict)]
+    rows += [(key, value) for key, value in training_config.items()
+             if not isinstance(value, dict) and key not in METADATA_KEYS]
     # The objective's knobs that decide what the synthesized pairs are (fgssl only; the other methods ignore them).
     objective = training_config.get("objective") or {}
     if objective.get("method", training_config.get("method")) == "fgssl":
@@ -165,10 +227,14 @@ OBJECTIVE_CARD_KEYS = ("mask_mode", "perturbation", "sigma", "noise_scale", "rec
 # --------------------------------------------------------------------------------------------- render
 
 
-def _summary(architecture: str, backbone_type: str, method: str, settings: dict) -> str:
+def _summary(architecture: str, backbone_type: str, method: str, settings: dict, is_adapter: bool = False) -> str:
     """One sentence saying what the model is."""
     if architecture == "FGSSLForImageClassification":
-        how = "LoRA adapters merged into the weights" if settings.get("method") == "lora" else "full fine-tuning"
+        how = ("LoRA adapters, in this folder" if is_adapter else "LoRA adapters merged into the weights"
+               if settings.get("method") == "lora" else "full fine-tuning")
+        if method == "none":
+            return (f"A {backbone_type} fine-grained image classifier fine-tuned on labelled images ({how}) from a "
+                    "plain backbone (no fgssl pre-training).")
         return (f"A {backbone_type} fine-grained image classifier: an encoder pre-trained with the fgssl `{method}` "
                 f"objective, then trained on labelled images ({how}).")
     return (f"A {backbone_type} image encoder pre-trained without labels for fine-grained recognition with the "
@@ -177,7 +243,8 @@ def _summary(architecture: str, backbone_type: str, method: str, settings: dict)
 
 def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, dataset_name: str | None = None,
                       training_config=None, pairs_image=None, base_model: str | None = None,
-                      license: str = "apache-2.0", model_name: str | None = None) -> ModelCard:
+                      license: str | None = None, model_name: str | None = None,
+                      base_model_relation: str | None = None) -> ModelCard:
     """Render the fgssl model card for the model saved in `model_dir`.
 
     Args:
@@ -188,13 +255,21 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         training_config: dict of pre-training settings; default: training_config.json in model_dir.
         pairs_image: picture of synthesized pairs; default: found in model_dir (see find_pairs_image). The card
             links it relative to model_dir (use write_model_card to copy an outside picture in).
-        base_model: Hub id of the backbone weights the model started from, if any.
+        base_model: Hub id of the checkpoint the model started from (default: training_config.json's or the
+            fine-tuning settings' `base_model`); a local folder's name is never put in the metadata.
+        license: the license of the weights (default: the run's --license, else none stated, with a line saying
+            that the weights inherit the terms of their training data).
+        base_model_relation: how the model derives from base_model (default: "adapter" for a LoRA adapter folder,
+            else "finetune").
 
     Returns:
         huggingface_hub.ModelCard; `card.data` holds the metadata (model-index from the metrics).
     """
     model_dir = Path(model_dir)
-    config = _read_json(model_dir / "config.json") or {}
+    # A LoRA adapter folder (peft) has no config.json: its classifier's config is the merged sibling's.
+    is_adapter = (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file()
+    config = _read_json(model_dir / "config.json") or (
+        _read_json(model_dir.parent / "merged" / "config.json") if is_adapter else None) or {}
     results = load_eval_results(model_dir, eval_results)
     settings = results.get("settings", {})
     training = load_training_config(model_dir, training_config)
@@ -205,8 +280,25 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
     eval_label = Path(eval_dataset).name if not is_hub_id(eval_dataset) else eval_dataset
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else model_dir.resolve().name)
     architecture = (config.get("architectures") or ["FGSSLModel"])[0]
+    # The Hub's conventions: datasets only for real Hub ids, base_model only for a Hub checkpoint, license as given.
+    hub_dataset = hub_repo_id(training.get("hub_dataset") or settings.get("hub_dataset") or dataset_name)
+    base_model = hub_repo_id(base_model or training.get("base_model") or settings.get("base_model"))
+    if base_model:
+        base_model_relation = base_model_relation or ("adapter" if is_adapter else "finetune")
+        if base_model_relation not in BASE_MODEL_RELATIONS:
+            raise ValueError(f"base_model_relation must be one of {BASE_MODEL_RELATIONS}, got {base_model_relation!r}.")
+    else:
+        base_model_relation = None
+    license = license or training.get("license") or settings.get("license") or None
+    start = training.get("start") or settings.get("model_name_or_path")
+    base = BASE_NAMES.get(config.get("base", "moco"), "MoCo v2")
+    eval_pictures = find_eval_pictures(model_dir)
+    processor = _read_json(model_dir / PROCESSOR_CONFIG_NAME) or (
+        _read_json(model_dir.parent / "merged" / PROCESSOR_CONFIG_NAME) if is_adapter else None) or {}
     backbone = config.get("backbone_config", {})
     method = training.get("method") or (
+        settings.get("pretraining_method") or pretraining_method(settings.get("model_name_or_path"))
+        if architecture == "FGSSLForImageClassification" else None) or (
         "lcr" if config.get("pooling") == "screening" else "fgssl" if config.get("use_decoder", True) else "moco"
     )
     if pairs_image is None:
@@ -223,15 +315,17 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
     card_data = ModelCardData(
         model_name=model_name,
         license=license,
-        library_name="transformers",
+        library_name="peft" if is_adapter else "transformers",
         pipeline_tag="image-classification" if architecture == "FGSSLForImageClassification" else "image-feature-extraction",
         tags=["fgssl", "self-supervised-learning", "fine-grained-visual-recognition", "image-feature-extraction",
-              backbone.get("model_type", "vision"), method],
-        datasets=[dataset_name] if is_hub_id(dataset_name) else None,
+              backbone.get("model_type", "vision"), method, *(["lora"] if is_adapter else [])],
+        datasets=[hub_dataset] if hub_dataset else None,
         base_model=base_model,
-        metrics=sorted({spec[2] for key, spec in RESULT_SPECS.items() if _metric_value(results.get(key)) is not None})
-        or None,
-        eval_results=eval_results_for_card(results, dataset_type=eval_label, dataset_name=eval_label) or None,
+        base_model_relation=base_model_relation,
+        metrics=["accuracy"] if any(_metric_value(results.get(k)) is not None
+                                    for k in ("accuracy", "knn_top1", "linear_top1")) else None,
+        eval_results=eval_results_for_card(results, dataset_type=hub_repo_id(eval_dataset) or eval_label,
+                                           dataset_name=eval_label) or None,
     )
     results_rows = [
         (RESULT_SPECS[k][3], f"{100 * _metric_value(results[k]):.2f} %")
@@ -247,9 +341,11 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         repo_id=repo_id or portable_path(model_dir.resolve()),
         has_processor=(model_dir / PROCESSOR_CONFIG_NAME).is_file(),
         image_size=image_size,
-        summary=_summary(architecture, backbone.get("model_type", "vision"), method, results.get("settings", {})),
+        summary=_summary(architecture, backbone.get("model_type", "vision"), method, results.get("settings", {}),
+                         is_adapter),
         method_name=method,
-        method_description=METHOD_DESCRIPTIONS.get(method, METHOD_DESCRIPTIONS["fgssl"]),
+        method_line=METHOD_LINES.get(method, METHOD_LINES["fgssl"]).format(base=base),
+        method_description=METHOD_DESCRIPTIONS.get(method, METHOD_DESCRIPTIONS["fgssl"]).replace("MoCo v2", base),
         backbone_type=backbone.get("model_type", "unknown"),
         backbone_hidden_size=hidden,
         architecture=architecture,
@@ -259,7 +355,13 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
             else f"`{data_label}` (images only, labels unused in pre-training)"
         ),
         base_model=base_model,
+        base_model_relation=base_model_relation,
+        start=None if base_model or not start else Path(str(start)).name,
         license=license,
+        license_note=NO_LICENSE.format(data=f"`{data_label}`" if data_label else "their training images"),
+        is_adapter=is_adapter,
+        normalization=describe_normalization(processor.get("image_mean"), processor.get("image_std")),
+        eval_pictures={k: v for k, v in eval_pictures.items()},
         config_rows=_config_rows(config, training, image_size),
         pairs_image=pairs_link,
         results_rows=results_rows,
@@ -269,6 +371,19 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         eval_image_size=settings.get("image_size"),
         intended_use=INTENDED_USE.format(data=f"`{data_label}`" if data_label else "its training images"),
     )
+
+
+def find_eval_pictures(model_dir) -> dict[str, str]:
+    """{"retrieval": link, "embedding": link} of the evaluation pictures next to the card or in its eval/ folder."""
+    model_dir = Path(model_dir)
+    found = {}
+    for name, file in EVAL_PICTURES.items():
+        for folder in ("", "eval"):
+            path = model_dir / folder / file if folder else model_dir / file
+            if path.is_file():
+                found[name] = f"{folder}/{file}" if folder else file
+                break
+    return found
 
 
 def _input_size(model_dir: Path, config: dict, training: dict) -> int:

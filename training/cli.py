@@ -3,8 +3,8 @@
 - Exit status: 0 on success, 2 on a usage error (bad flag, bad value, bad path, bad config file), 1 on any other
   failure, 130 when interrupted.
 - A usage error is ONE line on stderr, `<prog>: error: <what is wrong and how to fix it>`, with no traceback.
-  A bare `--debug` on the command line (no value; TrainingArguments' own `--debug <option>` is left alone) or
-  `FGSSL_DEBUG=1` in the environment prints the traceback as well.
+  `--traceback` on the command line or `FGSSL_DEBUG=1` in the environment prints the traceback as well (`--debug`
+  is TrainingArguments' own flag, `--debug underflow_overflow`, and is left to it).
 - Each module keeps `main(argv) -> results` for library and test use; `console_entry(main, prog)` turns it into the
   console-script entry (`cli(argv) -> int`), which is what pyproject.toml's [project.scripts] points at.
 - `ArgumentParser` is transformers' `HfArgumentParser` with `allow_abbrev=False` (a prefix of a flag is not taken
@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable
 from transformers import HfArgumentParser
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEBUG_FLAG = "--debug"
+#: The flag that asks for tracebacks: not `--debug`, which TrainingArguments owns (`--debug underflow_overflow`).
+DEBUG_FLAG = "--traceback"
 DEBUG_ENV = "FGSSL_DEBUG"
 EPILOG = (
-    "Exit status: 0 on success, 2 on a usage error (one line on stderr), 1 on any other failure. Add --debug "
-    "(without a value) or set FGSSL_DEBUG=1 to see the full traceback of an error."
+    "Exit status: 0 on success, 2 on a usage error (one line on stderr), 1 on any other failure. Add --traceback "
+    "or set FGSSL_DEBUG=1 to see the full traceback of an error."
 )
 
 
@@ -80,6 +81,61 @@ def refuse_bad_inputs(image_size=None, **names) -> None:
         gib = 3 * image_size * image_size / 2**30
         raise UsageError(f"--image_size {image_size} is larger than {MAX_IMAGE_SIZE} (one image alone would take "
                          f"{gib:.1f} GiB as uint8); fine-grained recipes use 224 to 518.")
+    for flag in ("backbone", "model_name_or_path"):  # last: a Hub id while offline, with no copy in the cache
+        refuse_uncached_hub_model(flag, names.get(flag))
+
+
+def tensorboard_available() -> bool:
+    """True when transformers' TensorBoard integration can write (tensorboard or tensorboardX installed)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
+def refuse_missing_reporters(report_to) -> None:
+    """UsageError, at parse time (before any data work), for `--report_to tensorboard` without TensorBoard."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "tensorboard" in [str(getattr(n, "value", n)) for n in names] and not tensorboard_available():
+        raise UsageError('--report_to tensorboard needs TensorBoard, which is not installed: pip install '
+                         '"fgssl[tensorboard]" (or pass --report_to none).')
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: Hub ids only resolve from the local cache."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(name, "").strip().lower() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(f in ("1", "true", "yes", "on") for f in flags)
+
+
+OFFLINE_FIX = ("unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) on a machine with network access to download it "
+               "once, or pass a local folder written by save_pretrained")
+
+
+def refuse_uncached_hub_model(flag: str, value: str | None) -> None:
+    """UsageError for a model flag naming a Hub id while offline (HF_HUB_OFFLINE) with no copy in the cache: it
+    could only fail later, deep inside transformers."""
+    from .data import _looks_like_local_path
+
+    if not value or _looks_like_local_path(str(value)) or os.path.exists(os.path.expanduser(str(value))):
+        return
+    if flag == "backbone":
+        from .pretrain import backbone_presets
+
+        if value in backbone_presets():
+            return
+    if not hub_offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(str(value), "config.json")
+    except (HFValidationError, ValueError):
+        return  # not a repository id at all: the command reports it
+    if not isinstance(cached, str):
+        raise UsageError(f"--{flag} {value} is a Hub id, and HF_HUB_OFFLINE is set with no copy of it in the cache: "
+                         f"{OFFLINE_FIX}.")
 
 
 def refuse_no_training(training_args) -> None:
@@ -204,11 +260,14 @@ class ArgumentParser(_UsageErrorsMixin, HfArgumentParser):
 
 
 def debug_requested(argv: list[str]) -> tuple[list[str], bool]:
-    """(argv without our bare `--debug`, whether tracebacks were asked for by the flag or FGSSL_DEBUG)."""
+    """(argv without our `--traceback`, whether tracebacks were asked for by the flag or FGSSL_DEBUG). `--debug` is
+    never ours: it is TrainingArguments' (fgssl-pretrain, fgssl-finetune)."""
     argv = list(argv)
     flag = False
     for i, arg in enumerate(argv):
-        if arg == DEBUG_FLAG and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+        if arg == "--":
+            break
+        if arg == DEBUG_FLAG:
             del argv[i]
             flag = True
             break
@@ -259,3 +318,21 @@ def console_entry(main: Callable[[list[str]], object], prog: str,
     cli.__name__ = cli.__qualname__ = "cli"
     cli.__doc__ = f"Console-script entry of {prog}: exit status 0 on success, 2 on a usage error, 1 on a failure."
     return cli
+
+
+def refuse_unsynchronised_processes(training_args) -> None:
+    """Refuse a launch that started several processes the Trainer does not see as one job.
+
+    `accelerate launch --multi_gpu --num_processes N` (or torchrun) on a machine without GPUs sets WORLD_SIZE=N, but
+    the Trainer, lacking `--use_cpu true`, then runs N unsynchronised copies of the whole run into one folder.
+    """
+    import os
+
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and training_args.world_size == 1:
+        raise UsageError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}) but the Trainer sees one: on a machine "
+            "without GPUs each would train the whole run alone. Add --use_cpu true to train with the "
+            f"{launched} CPU processes together (accelerate launch --multi_gpu --num_processes {launched} -m "
+            "fgssl.training.pretrain ... --use_cpu true), or launch one process."
+        )

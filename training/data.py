@@ -135,7 +135,25 @@ def _image_folder_data_files(path: Path) -> dict[str, str]:
         if split is not None and split not in splits:
             splits[split] = str(child / "**")
     order = ("train", "validation", "test")
-    return {split: splits[split] for split in order if split in splits} or {"train": str(path / "**")}
+    files = {split: splits[split] for split in order if split in splits} or {"train": str(path / "**")}
+    _refuse_hidden_class_folders([Path(pattern).parent for pattern in files.values()])
+    return files
+
+
+#: File endings datasets' imagefolder reads as images (the common ones; enough to tell a class folder).
+_IMAGE_ENDINGS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _refuse_hidden_class_folders(split_folders: list[Path]) -> None:
+    """datasets' imagefolder skips folders whose names start with "." (`.hidden`, `..x`): a class of images there
+    would vanish without a word. Refuse, naming them (folders without images, e.g. .ipynb_checkpoints, are fine)."""
+    hidden = [child for folder in split_folders if folder.is_dir() for child in sorted(folder.iterdir())
+              if child.is_dir() and child.name.startswith(".")
+              and any(f.suffix.lower() in _IMAGE_ENDINGS for f in child.rglob("*"))]
+    if hidden:
+        names = ", ".join(str(h) for h in hidden[:3]) + (" ..." if len(hidden) > 3 else "")
+        raise ValueError(f"Class folders whose names start with '.' hold images but would be skipped (datasets "
+                         f"ignores hidden folders): {names}. Rename them without the leading dot.")
 
 
 def resolve_dataset_format(name_or_path: str | None, dataset_format: str | None = None) -> str:
@@ -204,10 +222,9 @@ def _read_dataset(name_or_path, dataset_format: str, aircraft_level: str, cache_
     if dataset_format in layouts.LAYOUT_TITLES:
         return layouts.load_layout(path, dataset_format, aircraft_level, cache_dir=cache_dir)
     if dataset_format == "imagefolder":
+        data_files = _image_folder_data_files(path)  # refuses hidden class folders in its own words
         try:
-            return datasets.load_dataset(
-                "imagefolder", data_files=_image_folder_data_files(path), cache_dir=cache_dir
-            )
+            return datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
         except (FileNotFoundError, ValueError) as err:
             raise FileNotFoundError(
                 f"Could not read {str(path)!r} as an image folder ({err}); {ACCEPTED_FORMS}."

@@ -4,7 +4,9 @@
                [--image_size S] [--max_train_samples N] [--max_eval_samples N]
 
 M is an fgssl checkpoint, a plain transformers vision backbone folder, or a Hub id. Writes
-O/eval_results.json and O/eval_results.md. The work is done by training.evaluation.
+O/eval_results.json, O/eval_results.md and two pictures of the test split (training.eval_pictures): retrieval.png
+(a fixed sample of queries with their top-5 neighbours) and embedding.png (a 2-D map coloured by class). The work
+is done by training.evaluation.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class EvalArguments(DatasetFormatArguments):
         default=None, metadata={"help": "Where eval_results.json/.md go (default: <model folder>/eval, or ./eval)."}
     )
     image_size: int | None = field(
-        default=None, metadata={"help": "Input side S (default: the backbone's image_size, else 224)."}
+        default=None, metadata={"help": "Input side S (default: the side of the model's image processor, else the "
+                                        "backbone's image_size, else 224). Images are normalised with the model's "
+                                        "image processor's mean and std (ImageNet's without one)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the test split."})
@@ -107,22 +111,29 @@ def run_eval(args: EvalArguments) -> dict:
                                    args.model_name_or_path)
     with usage_errors(ValueError, OSError):
         encoder = load_encoder(args.model_name_or_path)
-    image_size = args.image_size or default_image_size(encoder.config)
+    from .processor import normalization_kwargs, source_processor_settings
+
+    # The model's own preprocessing (training.processor): its mean / std, and its input side unless --image_size.
+    with usage_errors(ValueError):
+        processor_settings = source_processor_settings(args.model_name_or_path)
+    image_size = args.image_size or (processor_settings or {}).get("image_size") or default_image_size(encoder.config)
     with usage_errors(ValueError):
         data = load_splits_from_args(args, image_size, require_eval=True)
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_name_or_path)
     results = evaluate_encoder(
         encoder, data, protocols, batch_size=args.batch_size, device=args.device, image_size=image_size,
         knn_k=args.knn_k, knn_temperature=args.knn_temperature, linear_val_fraction=args.linear_val_fraction,
-        seed=args.seed, chunk_size=args.chunk_size,
+        seed=args.seed, chunk_size=args.chunk_size, **normalization_kwargs(processor_settings),
+        pictures_dir=output_dir,
     )
     results["settings"].update(
         model_name_or_path=args.model_name_or_path, dataset_name=args.dataset_name,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
     )
     results["num_images"]["skipped_unreadable"] = dict(data.num_skipped)
-    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_name_or_path)
     json_path, md_path = write_results(results, output_dir)
-    results["output_files"] = [str(json_path), str(md_path)]
+    results["output_files"] = [str(json_path), str(md_path),
+                               *(str(output_dir / name) for name in results.get("pictures", {}).values())]
     return results
 
 
@@ -139,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = run_eval(args)
     for key in metric_keys(results):
         print(f"{key}: {results[key]}")
-    print(f"Wrote {' and '.join(results['output_files'])}")
+    print(f"Wrote {', '.join(results['output_files'])}")
     return results
 
 

@@ -113,7 +113,7 @@ def default_image_size(config, fallback: int = 224) -> int:
 
 @torch.inference_mode()
 def embed_dataset(model, dataset, batch_size: int = 64, device=None, image_size: int | None = None,
-                  desc: str = "Embedding"):
+                  desc: str = "Embedding", image_mean=None, image_std=None):
     """Embed a decoded split with the frozen encoder.
 
     Args:
@@ -122,6 +122,7 @@ def embed_dataset(model, dataset, batch_size: int = 64, device=None, image_size:
         batch_size: images per forward pass.
         device: where the model runs (default: CUDA if available).
         image_size: input side the images are resized to (default: the stored S).
+        image_mean, image_std: the normalisation the encoder was trained with (3 floats each; default ImageNet's).
 
     Returns:
         (features, labels): float32 numpy N x C (`h`, not normalised) and int64 numpy N.
@@ -136,7 +137,7 @@ def embed_dataset(model, dataset, batch_size: int = 64, device=None, image_size:
         batch = rows[start : start + batch_size]
         pixels = torch.from_numpy(np.ascontiguousarray(batch["pixel_values"], dtype=np.uint8)).to(device)
         size = image_size or pixels.shape[-1]
-        h = encoder(pixel_values=eval_transform(pixels, size)).pooler_output
+        h = encoder(pixel_values=eval_transform(pixels, size, image_mean, image_std)).pooler_output
         features.append(h.float().cpu().numpy())
         labels.append(np.asarray(batch["labels"], dtype=np.int64))
     if not features:
@@ -279,6 +280,28 @@ class TorchLogisticProbe:
         return self.classes_[(x @ self.weight + self.bias).argmax(1).cpu().numpy()]
 
 
+def summarise_sklearn_warnings(caught, what: str) -> str | None:
+    """One log line for the warnings scikit-learn raised during `what` (each fit of the C grid repeats them: six
+    identical lines per evaluation otherwise); other warnings are raised again as they were. Returns the line."""
+    from collections import Counter
+
+    counts = Counter()
+    for w in caught:
+        source = str(w.filename).replace("\\", "/")
+        if "/sklearn/" in source or type(w.message).__module__.startswith("sklearn"):
+            counts[(w.category.__name__, " ".join(str(w.message).split()))] += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not counts:
+        return None
+    parts = [f"{name} x{n}: {text[:160]}" for (name, text), n in counts.most_common(3)]
+    hint = (" (few training images per class: the probe's score is noisy)"
+            if any("number of unique classes" in text for _, text in counts) else "")
+    line = f"{what}: scikit-learn warned {sum(counts.values())} times{hint}; " + "; ".join(parts)
+    logger.warning(line)
+    return line
+
+
 #: Where the linear probe is fitted: sklearn (CPU) or torch (L-BFGS on the evaluation device; the same objective).
 LINEAR_BACKENDS = ("sklearn", "torch")
 
@@ -303,15 +326,18 @@ def linear_probe_top1(train_features, train_labels, test_features, test_labels, 
             return TorchLogisticProbe(c, max_iter, device, init).fit(features, labels)
         return _fit_sklearn_logistic(features, labels, c, max_iter, seed, init=init)
 
-    fit_idx, val_idx = validation_split(train_labels, val_fraction, seed)
-    val_scores, fits = {}, {}
-    previous = None
-    for c in sorted(c_grid):  # from strong to weak regularisation, each fit starting from the previous optimum
-        previous = fits[float(c)] = fit(train_features[fit_idx], train_labels[fit_idx], c, init=previous)
-        val_scores[float(c)] = float((previous.predict(train_features[val_idx]) == train_labels[val_idx]).mean())
-    # Ties go to the smallest C (the strongest regularisation).
-    best_c = max(val_scores, key=lambda c: (val_scores[c], -c))
-    classifier = fit(train_features, train_labels, best_c, init=fits[best_c])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_idx, val_idx = validation_split(train_labels, val_fraction, seed)
+        val_scores, fits = {}, {}
+        previous = None
+        for c in sorted(c_grid):  # from strong to weak regularisation, each fit starting from the previous optimum
+            previous = fits[float(c)] = fit(train_features[fit_idx], train_labels[fit_idx], c, init=previous)
+            val_scores[float(c)] = float((previous.predict(train_features[val_idx]) == train_labels[val_idx]).mean())
+        # Ties go to the smallest C (the strongest regularisation).
+        best_c = max(val_scores, key=lambda c: (val_scores[c], -c))
+        classifier = fit(train_features, train_labels, best_c, init=fits[best_c])
+    summarise_sklearn_warnings(caught, "linear probe")
     top1 = top1_accuracy(classifier.predict(np.asarray(test_features)), test_labels)
     return top1, {"linear_c": best_c, "linear_val_top1": val_scores[best_c], "linear_val_scores": val_scores}
 
@@ -339,7 +365,8 @@ def _check_labels(labels, split: str):
 def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int = 64, device=None,
                      image_size: int | None = None, knn_k: int = KNN_K, knn_temperature: float = KNN_TEMPERATURE,
                      linear_c_grid=LINEAR_C_GRID, linear_val_fraction: float = LINEAR_VAL_FRACTION,
-                     seed: int = 0, chunk_size: int = 256, linear_backend: str = "sklearn") -> dict:
+                     seed: int = 0, chunk_size: int = 256, linear_backend: str = "sklearn", image_mean=None,
+                     image_std=None, pictures_dir=None) -> dict:
     """Run the evaluation protocols on a frozen encoder.
 
     Args:
@@ -348,6 +375,10 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
             the linear probe's training data.
         protocols: any of "retrieval", "knn", "linear" (a list or a comma-separated string).
         linear_backend: "sklearn" (CPU) or "torch" (the same probe fitted on the evaluation device).
+        image_mean, image_std: the encoder's normalisation (default: the image processor saved with
+            `model_or_path` when it is a folder or Hub id with one, else ImageNet's).
+        pictures_dir: where to write retrieval.png and embedding.png of the test split (training.eval_pictures);
+            None: no pictures.
 
     Returns:
         {metric keys of the chosen protocols (PROTOCOL_METRICS), "settings": {...}, "num_images": {...},
@@ -359,6 +390,11 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
     start = step = time.perf_counter()
     seconds = {}
     encoder = as_encoder(model_or_path)
+    if image_mean is None and isinstance(model_or_path, (str, Path)):
+        from .processor import normalization_kwargs, source_processor_settings
+
+        stats = normalization_kwargs(source_processor_settings(str(model_or_path)))
+        image_mean, image_std = stats.get("image_mean"), stats.get("image_std")
     image_size = image_size or default_image_size(encoder.config, fallback=int(data.eval[0]["pixel_values"].shape[-1]))
 
     def lap(name):
@@ -366,18 +402,22 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
         nonlocal step
         seconds[name], step = round(time.perf_counter() - step, 3), time.perf_counter()
 
-    test_x, test_y = embed_dataset(encoder, data.eval, batch_size, device, image_size, desc="Embedding test")
+    norm = {"image_mean": image_mean, "image_std": image_std}
+    test_x, test_y = embed_dataset(encoder, data.eval, batch_size, device, image_size, desc="Embedding test", **norm)
     _check_labels(test_y, "test")
     num_images = {"test": int(len(test_y))}
     needs_train = any(p in protocols for p in ("knn", "linear"))
     if needs_train:
-        train_x, train_y = embed_dataset(encoder, data.train, batch_size, device, image_size, desc="Embedding train")
+        train_x, train_y = embed_dataset(encoder, data.train, batch_size, device, image_size, desc="Embedding train",
+                                         **norm)
         _check_labels(train_y, "train")
         num_images["train"] = int(len(train_y))
     lap("embed")
 
     results, settings = {}, {"protocols": list(protocols), "image_size": int(image_size), "seed": seed}
     settings.update(getattr(data, "source", {}))  # how the data was read (layout, crop_to_bbox): part of the result
+    if image_mean is not None:
+        settings.update(image_mean=[float(v) for v in image_mean], image_std=[float(v) for v in image_std])
     if "retrieval" in protocols:
         scores = retrieval_metrics(test_x, test_y, ks=(1, 5), chunk_size=chunk_size)
         results.update({k: scores[k] for k in PROTOCOL_METRICS["retrieval"]})
@@ -399,8 +439,18 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
         lap("linear")
     if isinstance(model_or_path, (str, Path)):
         settings["model_name_or_path"] = str(model_or_path)
+    pictures = {}
+    if pictures_dir is not None:
+        from .eval_pictures import write_eval_pictures
+
+        pictures = write_eval_pictures(test_x, test_y, data.eval, pictures_dir,
+                                       label_names=getattr(data, "label_names", None))
+        lap("pictures")
     seconds["total"] = round(time.perf_counter() - start, 3)
-    return {**results, "settings": settings, "num_images": num_images, "seconds": seconds}
+    out = {**results, "settings": settings, "num_images": num_images, "seconds": seconds}
+    if pictures:
+        out["pictures"] = {name: Path(path).name for name, path in pictures.items()}
+    return out
 
 
 # --------------------------------------------------------------------------------------------- output

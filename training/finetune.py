@@ -26,11 +26,12 @@ from transformers import IntervalStrategy, Trainer, TrainingArguments
 
 from .augment import eval_transform, normalize_images
 from .cli import (ArgumentParser, OneLineError, UsageError, console_entry, refuse_bad_inputs, refuse_below_one,
-                  refuse_no_training, refuse_non_finite, refuse_too_small_image, usage_errors)
+                  refuse_no_training, refuse_non_finite, refuse_too_small_image, refuse_unsynchronised_processes,
+                  usage_errors)
 from .data import DatasetFormatArguments
 from .metrics import load_metric
 from .portable import SafeSaveMixin, portable, portable_path
-from .processor import build_image_processor
+from .processor import build_image_processor, normalization_kwargs, source_processor_settings
 from . import runinfo
 from .runinfo import SafeCheckpointMixin
 
@@ -143,9 +144,10 @@ class ClassificationCollator:
     train=False is the deterministic evaluation view (training.augment.eval_transform).
     """
 
-    def __init__(self, image_size: int, train: bool):
+    def __init__(self, image_size: int, train: bool, image_mean=None, image_std=None):
         self.image_size = int(image_size)
         self.train = train
+        self.mean, self.std = image_mean, image_std  # the model's normalisation (default ImageNet's)
         self.augment = K.AugmentationSequential(
             K.RandomResizedCrop((self.image_size, self.image_size), scale=(0.35, 1.0), align_corners=False),
             K.RandomHorizontalFlip(p=0.5),
@@ -157,9 +159,9 @@ class ClassificationCollator:
         batch = collate_uint8(examples)
         pixels = batch["pixel_values"]
         if self.train:
-            pixel_values = normalize_images(self.augment(pixels.float().div(255.0)))
+            pixel_values = normalize_images(self.augment(pixels.float().div(255.0)), self.mean, self.std)
         else:
-            pixel_values = eval_transform(pixels, self.image_size)
+            pixel_values = eval_transform(pixels, self.image_size, self.mean, self.std)
         return {"pixel_values": pixel_values, "labels": batch["labels"]}
 
 
@@ -201,8 +203,12 @@ class _EvalCollatorTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
             self.data_collator = train_collator
 
 
-def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_dataset, image_size: int) -> Trainer:
-    """Trainer with augmented training batches, deterministic eval batches, and accuracy as the metric."""
+def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_dataset, image_size: int,
+                 image_mean=None, image_std=None) -> Trainer:
+    """Trainer with augmented training batches, deterministic eval batches, and accuracy as the metric; images are
+    normalised with `image_mean` / `image_std` (the starting checkpoint's processor's; default ImageNet's), and the
+    saved image processor says so."""
+    norm = {"image_mean": image_mean, "image_std": image_std}
     # Our collators read pixel_values/labels themselves; a PeftModel hides the forward signature Trainer inspects.
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
@@ -211,10 +217,10 @@ def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_da
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=ClassificationCollator(image_size, train=True),
-        eval_collator=ClassificationCollator(image_size, train=False),
+        data_collator=ClassificationCollator(image_size, train=True, **norm),
+        eval_collator=ClassificationCollator(image_size, train=False, **norm),
         compute_metrics=compute_accuracy,
-        processing_class=build_image_processor(image_size),
+        processing_class=build_image_processor(image_size, **norm),
     )
 
 
@@ -227,6 +233,37 @@ def portable_adapter_files(model, folder) -> None:
             path = Path(folder) / name
             if path.is_file():
                 path.write_text(path.read_text().replace(base, portable_path(base)))
+
+
+def finetune_card_metadata(args, training_args) -> dict:
+    """The cards' metadata of a fine-tuning run: the Hub ids of the starting checkpoint and of the dataset (None
+    for local folders), and --license."""
+    from transformers import AutoConfig
+
+    from .card import hub_repo_id, pretraining_method
+
+    method = pretraining_method(args.model_name_or_path)
+    if method is None:  # a Hub id: its config is in the cache by now
+        try:
+            method = None if AutoConfig.from_pretrained(args.model_name_or_path).model_type == "fgssl" else "none"
+        except Exception:  # noqa: BLE001
+            method = None
+    return {"base_model": hub_repo_id(args.model_name_or_path), "hub_dataset": hub_repo_id(args.dataset_name),
+            "license": getattr(training_args, "license", None), "pretraining_method": method}
+
+
+def write_finetune_cards(paths: dict[str, str]) -> dict[str, str]:
+    """A model card in every folder a user may push (merged/ or model/, and adapter/ in place of peft's stub card
+    that names a local path as its base model); reads finetune_results.json above them. Returns {name: card}."""
+    from .card import write_model_card
+
+    cards = {}
+    for name, folder in paths.items():
+        try:
+            cards[name] = str(write_model_card(folder))
+        except Exception as err:  # noqa: BLE001  (a card is a nicety: never lose a finished run over it)
+            logger.warning("Model card of %s not written: %s", folder, err)
+    return cards
 
 
 def save_finetuned(model, output_dir, image_processor=None) -> dict[str, str]:
@@ -286,7 +323,14 @@ class FinetuneArguments(DatasetFormatArguments):
 
 @dataclass
 class FinetuneTrainingArguments(TrainingArguments):
-    """transformers TrainingArguments plus fgssl-pretrain's re-run switch."""
+    """transformers TrainingArguments plus fgssl-pretrain's re-run switch and the card's license."""
+
+    license: str | None = field(
+        default=None,
+        metadata={"help": "License of the fine-tuned weights for the model cards (a Hub license id, e.g. "
+                          "cc-by-nc-4.0). Default: none stated; the cards say the weights inherit the terms of "
+                          "their training data."},
+    )
 
     overwrite_output_dir: bool = field(
         default=False,
@@ -295,10 +339,17 @@ class FinetuneTrainingArguments(TrainingArguments):
                           "(fgssl_run.json) matches, and is refused when it does not."},
     )
 
+    def __post_init__(self):
+        from .cli import refuse_missing_reporters
+
+        refuse_missing_reporters(self.report_to)  # --report_to tensorboard without it: one line, before any work
+        super().__post_init__()
+
 
 def validate_args(args: FinetuneArguments, training_args: TrainingArguments) -> None:
     """Refuse values that cannot work, before loading anything (UsageError naming the option and the fix)."""
     refuse_non_finite(args, training_args)  # --learning_rate inf, --lora_dropout nan...
+    refuse_unsynchronised_processes(training_args)
     refuse_bad_inputs(args.image_size, dataset_name=args.dataset_name, model_name_or_path=args.model_name_or_path)
     refuse_no_training(training_args)
     if args.method not in FINETUNE_METHODS:
@@ -360,9 +411,13 @@ def _run_finetune_locked(args: FinetuneArguments, training_args: TrainingArgumen
 
     with usage_errors(ValueError, OSError):
         model_config = AutoConfig.from_pretrained(args.model_name_or_path)
-    image_size = args.image_size or default_image_size(model_config)
-    refuse_too_small_image(model_config, image_size, args.model_name_or_path)
+    # The starting checkpoint's own preprocessing (training.processor): its mean / std, its side unless --image_size.
     with usage_errors(ValueError):
+        processor_settings = source_processor_settings(args.model_name_or_path)
+    image_size = args.image_size or (processor_settings or {}).get("image_size") or default_image_size(model_config)
+    refuse_too_small_image(model_config, image_size, args.model_name_or_path)
+    # Several processes: the main one decodes and caches the images first, the others then read its cache.
+    with usage_errors(ValueError), training_args.main_process_first(desc="decoding the dataset"):
         data = load_splits_from_args(args, image_size, require_eval=True)
     if data.eval is None:  # --eval_split none (or no eval split in unlabelled data): train without evaluating
         if training_args.load_best_model_at_end:
@@ -382,7 +437,8 @@ def _run_finetune_locked(args: FinetuneArguments, training_args: TrainingArgumen
     if training_args.load_best_model_at_end:
         logger.warning("load_best_model_at_end selects a checkpoint on the eval split; use a validation split for "
                        "that (--eval_split), never the test split.")
-    trainer = make_trainer(model, training_args, train, data.eval, image_size)
+    trainer = make_trainer(model, training_args, train, data.eval, image_size,
+                           **normalization_kwargs(processor_settings))
     # Overwrite: the previous run removed now; resume: the newest complete checkpoint (runinfo, as fgssl-pretrain).
     resume = runinfo.start_run(output_dir, fingerprint, folder_state, training_args)
     train_output = trainer.train(resume_from_checkpoint=resume)
@@ -395,6 +451,7 @@ def _run_finetune_locked(args: FinetuneArguments, training_args: TrainingArgumen
             "few_shot_k": args.few_shot_k, "few_shot_seed": args.few_shot_seed, "image_size": image_size,
             "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
             "max_steps": training_args.max_steps, "seed": training_args.seed, **data.source,
+            **finetune_card_metadata(args, training_args),
         },
         "num_images": {"train": len(train), "eval": len(data.eval) if data.eval is not None else 0},
         "train_loss": train_output.training_loss,
@@ -405,6 +462,7 @@ def _run_finetune_locked(args: FinetuneArguments, training_args: TrainingArgumen
     # No absolute machine path in a file that may be pushed or shared: saved folders relative to the output folder.
     shared = {**portable(results), "saved": {name: Path(path).name for name, path in paths.items()}}
     atomic_write_json(Path(training_args.output_dir) / RESULTS_JSON, shared)
+    results["cards"] = write_finetune_cards(paths)
     runinfo.mark_finished(output_dir, training_args, trainer.state.global_step, [RESULTS_JSON, *paths.values()])
     if push_repo is not None:
         from .push import HubPushError, push_to_hub

@@ -165,8 +165,29 @@ def _examples(rows):
     yield from rows
 
 
+#: Share of the images a layout's lists name that may be absent before the folder counts as a partial download (a
+#: few missing files are skipped and counted like unreadable ones; more means the archive was not fully extracted).
+MISSING_IMAGES_TOLERATED = 0.01
+
+
+def refuse_partial_download(splits: dict[str, list[dict]]) -> None:
+    """FileNotFoundError when more than MISSING_IMAGES_TOLERATED of the listed image files are not on disk."""
+    listed = [row["image"] for rows in splits.values() for row in rows]
+    missing = [path for path in listed if not Path(path).is_file()]
+    if listed and len(missing) > MISSING_IMAGES_TOLERATED * len(listed):
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(listed)} images the dataset's lists name are missing (e.g. {missing[0]}): a "
+            "partial download or extraction. Extract the archive again (all of it), then rerun."
+        )
+
+
 def _dataset_dict(splits: dict[str, list[dict]], class_names: list[str], cache_dir=None) -> datasets.DatasetDict:
-    """Split name -> rows, as a DatasetDict written once into the datasets cache (keyed by the rows themselves)."""
+    """Split name -> rows, as a DatasetDict written once into the datasets cache (keyed by the rows themselves).
+
+    Raises:
+        FileNotFoundError: a partial download (`refuse_partial_download`).
+    """
+    refuse_partial_download(splits)
     has_bbox = all(BBOX_COLUMN in row for rows in splits.values() for row in rows)
     features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=class_names)}
     if has_bbox:

@@ -94,7 +94,8 @@ def _randperm(n: int, generator: torch.Generator | None, device: torch.device) -
 # --------------------------------------------------------------------------------------------
 
 
-def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature: float = 0.2) -> Tensor:
+def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature: float = 0.2,
+             batch_keys: Tensor | None = None, batch_offset: int = 0) -> Tensor:
     """InfoNCE loss of queries against their positive keys (METHOD.md steps 1 and 7).
 
     Args:
@@ -104,6 +105,10 @@ def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature:
             the positive at index 0), or ``None`` (or an empty K = 0 queue) for in-batch negatives:
             logits ``q @ k.T``, the positive of row i at column i.
         temperature: tau > 0.
+        batch_keys: in-batch negatives only: the keys of the whole global batch, (world x B) x d, gathered from
+            every process in rank order, this process's `k` at rows ``batch_offset .. batch_offset + B``; then the
+            logits are ``q @ batch_keys.T`` (B x world*B) and the positive of row i is column ``batch_offset + i``,
+            so the negatives grow with the number of processes (as SimCLR and MoCo v3 do). Default: `k` alone.
 
     Returns:
         Scalar, the mean over the batch of the per-sample cross-entropy.
@@ -120,8 +125,11 @@ def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature:
     if negatives is not None and negatives.shape[0] == 0:
         negatives = None  # METHOD.md: queue size K = 0 means in-batch negatives
     if negatives is None:
-        logits = q @ k.T  # B x B; the diagonal holds the positives
-        labels = torch.arange(q.shape[0], device=q.device)
+        keys = k if batch_keys is None else batch_keys.detach()
+        if batch_keys is not None and not torch.equal(keys[batch_offset:batch_offset + k.shape[0]], k):
+            raise ValueError("batch_keys must hold k at rows batch_offset .. batch_offset + B (the gathered keys).")
+        logits = q @ keys.T  # B x B (or B x world*B); row i's positive at column batch_offset + i
+        labels = torch.arange(q.shape[0], device=q.device) + batch_offset
     else:
         if negatives.dim() != 2 or negatives.shape[1] != q.shape[1]:
             raise ValueError(

@@ -23,30 +23,32 @@ ROW_TITLES = {
 }
 
 
-def _as_rgb(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Normalised B x 3 x s x s -> B x size x size x 3 in [0, 1]."""
-    images = denormalize_images(images.float())
+def _as_rgb(images: torch.Tensor, size: int, mean=None, std=None) -> torch.Tensor:
+    """Normalised B x 3 x s x s (with `mean` / `std`, default ImageNet's) -> B x size x size x 3 in [0, 1]."""
+    images = denormalize_images(images.float(), mean, std)
     if images.shape[-1] != size:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     return images.permute(0, 2, 3, 1).clamp(0, 1)
 
 
-def save_pair_sheet(pictures: dict[str, torch.Tensor], path: str | Path, title: str = "") -> Path:
+def save_pair_sheet(pictures: dict[str, torch.Tensor], path: str | Path, title: str = "", mean=None,
+                    std=None) -> Path:
     """One column per image; rows: input, reconstruction, perturbed reconstruction, their difference, Grad-CAM.
 
     `pictures` holds `input` (B x 3 x H x W normalised) and any of `target` (L_R's target, when it is not the input
     view: B x 3 x H x W), `reconstruction`, `perturbed` (B x 3 x S x S) and `gradcam` (B x h x w, non-negative).
+    `mean` / `std`: the normalisation of the images (default ImageNet's).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = pictures["input"].shape[-1]
-    rows: list[tuple[str, torch.Tensor, dict]] = [("input", _as_rgb(pictures["input"], size), {})]
+    rows: list[tuple[str, torch.Tensor, dict]] = [("input", _as_rgb(pictures["input"], size, mean, std), {})]
     if "target" in pictures:
-        rows.append(("target", _as_rgb(pictures["target"], size), {}))
+        rows.append(("target", _as_rgb(pictures["target"], size, mean, std), {}))
     if "reconstruction" in pictures:
-        rows.append(("reconstruction", _as_rgb(pictures["reconstruction"], size), {}))
+        rows.append(("reconstruction", _as_rgb(pictures["reconstruction"], size, mean, std), {}))
     if "perturbed" in pictures:
-        rows.append(("perturbed", _as_rgb(pictures["perturbed"], size), {}))
+        rows.append(("perturbed", _as_rgb(pictures["perturbed"], size, mean, std), {}))
         if "reconstruction" in pictures:
             diff = (pictures["reconstruction"] - pictures["perturbed"]).abs().mean(1, keepdim=True)
             diff = F.interpolate(diff, size=(size, size), mode="bilinear", align_corners=False)[:, 0]

@@ -13,7 +13,6 @@ exit status (training.cli).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
@@ -26,7 +25,8 @@ from transformers import TrainingArguments, set_seed
 
 from . import runinfo
 from .cli import (ArgumentParser, UsageError, closest, console_entry, refuse_bad_inputs, refuse_below_one,
-                  refuse_no_training, refuse_non_finite, usage_errors)
+                  refuse_missing_reporters, refuse_no_training, refuse_non_finite, refuse_unsynchronised_processes,
+                  tensorboard_available, usage_errors)
 from .data import DatasetFormatArguments, collate_uint8, load_splits_from_args
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
@@ -120,6 +120,11 @@ class ModelArguments:
     )
     decoder_layers_per_block: int | None = field(default=None, metadata={"help": _config_default("decoder_layers_per_block")})
     screening_channels: int | None = field(default=None, metadata={"help": _config_default("screening_channels", "LCR")})
+    freeze_stages: int = field(
+        default=0,
+        metadata={"help": "Freeze the backbone's stem and its first N stages (continuing from pretrained weights: only "
+                          "the later stages adapt to the new images); 0 trains everything."},
+    )
 
 
 @dataclass
@@ -129,9 +134,10 @@ class DataArguments(DatasetFormatArguments):
         metadata={"help": "Hub id, local image-folder dir, CUB-200-2011 / Stanford Cars / FGVC-Aircraft folder as "
                           "downloaded, or save_to_disk dir; default: the embedded synthetic fine-grained dataset."},
     )
-    image_column: str | None = field(default=None)
-    label_column: str | None = field(default=None, metadata={"help": "Labels are not used for training."})
-    train_split: str = field(default="train")
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected); labels "
+                                                                     "are not used for training, only to evaluate."})
+    train_split: str = field(default="train", metadata={"help": "Split trained on (without labels)."})
     eval_split: str | None = field(
         default=None, metadata={"help": "Labelled split for the final evaluation (default: test, else validation; "
                                         "none: no evaluation)."}
@@ -142,8 +148,10 @@ class DataArguments(DatasetFormatArguments):
                           "rest and evaluate on it instead of the test split: for choosing knobs without the test "
                           "split (e.g. 0.15)."},
     )
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
+    max_train_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the train "
+                                                                          "split (default: all of it)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the evaluation "
+                                                                         "split (default: all of it)."})
     run_evaluation: bool = field(
         default=True, metadata={"help": "Run retrieval / kNN / linear probe at the end when labels exist."}
     )
@@ -162,6 +170,16 @@ class DataArguments(DatasetFormatArguments):
     knn_monitor_samples: int = field(default=1000, metadata={"help": "Bank and query images of the kNN monitor."})
 
 
+def _ours(name: str, what: str) -> dict:
+    """Help of a TrainingArguments field whose default fgssl-pretrain changes: what it is and transformers' default
+    (argparse adds fgssl's, "(default: ...)")."""
+    import dataclasses
+
+    theirs = next(f for f in dataclasses.fields(TrainingArguments) if f.name == name)
+    default = theirs.default if theirs.default is not dataclasses.MISSING else None
+    return {"help": f"{what[0].upper() + what[1:]}; fgssl's default, not transformers' ({default!r})."}
+
+
 @dataclass
 class PretrainingArguments(TrainingArguments):
     output_dir: str | None = field(
@@ -174,24 +192,37 @@ class PretrainingArguments(TrainingArguments):
         metadata={"help": "Replace the run in --output_dir (its checkpoints and results are removed first; a "
                           "README.md there is replaced by the model card) instead of resuming it."},
     )
-    per_device_train_batch_size: int = field(default=64)
-    learning_rate: float = field(default=1e-3)
-    weight_decay: float = field(default=0.05)
-    num_train_epochs: float = field(default=30.0)
-    lr_scheduler_type: str = field(default="cosine")
-    warmup_steps: float = field(default=0.05)
-    logging_steps: float = field(default=10)
-    save_steps: float = field(default=200)
-    save_total_limit: int | None = field(default=2)
-    remove_unused_columns: bool = field(default=False)
-    dataloader_drop_last: bool = field(default=True)
+    # TrainingArguments fields whose default fgssl changes: --help shows fgssl's default and transformers' own.
+    per_device_train_batch_size: int = field(default=64, metadata=_ours("per_device_train_batch_size",
+                                                                        "images per process and step"))
+    learning_rate: float = field(default=1e-3, metadata=_ours("learning_rate", "AdamW's peak learning rate"))
+    weight_decay: float = field(default=0.05, metadata=_ours("weight_decay", "AdamW's weight decay"))
+    num_train_epochs: float = field(default=30.0, metadata=_ours("num_train_epochs", "passes over the training "
+                                                                 "split; --max_steps overrides it"))
+    lr_scheduler_type: str = field(default="cosine", metadata=_ours("lr_scheduler_type", "learning-rate schedule"))
+    warmup_steps: float = field(default=0.05, metadata=_ours("warmup_steps", "linear warm-up: steps, or a fraction "
+                                                             "of the run when < 1"))
+    logging_steps: float = field(default=10, metadata=_ours("logging_steps", "log the loss terms every N steps"))
+    save_steps: float = field(default=200, metadata=_ours("save_steps", "checkpoint every N steps"))
+    save_total_limit: int | None = field(default=2, metadata=_ours("save_total_limit", "checkpoints kept"))
+    remove_unused_columns: bool = field(default=False, metadata=_ours("remove_unused_columns", "the collator reads "
+                                                                      "the uint8 pixel_values itself"))
+    dataloader_drop_last: bool = field(default=True, metadata=_ours("dataloader_drop_last", "a short last batch "
+                                                                    "would change the contrastive task"))
     report_to: None | str | list[str] = field(default=None, metadata={"help": "Default: tensorboard if installed."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push encoder, code and card at the end."})
+    license: str | None = field(
+        default=None,
+        metadata={"help": "License of the trained weights for the model card (a Hub license id, e.g. apache-2.0 or "
+                          "cc-by-nc-4.0). Default: none stated; the card says the weights inherit the terms of "
+                          "their training data."},
+    )
 
     def __post_init__(self):
         self.output_dir_given = self.output_dir is not None
         if self.report_to is None:  # TensorBoard when it is installed, nothing otherwise
-            self.report_to = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+            self.report_to = "tensorboard" if tensorboard_available() else "none"
+        refuse_missing_reporters(self.report_to)  # asked for and not installed: one line, before any work
         if (self.bf16 or self.fp16) and not _accelerator_available():
             # The GPU recipes say bf16; the same config on a machine without an accelerator (a smoke test, a CPU
             # user) trains in float32 instead of failing inside TrainingArguments.
@@ -220,7 +251,42 @@ def method_config_kwargs(method: str) -> dict:
 
 
 def build_model(model_args: ModelArguments, method: str):
-    """An `FGSSLForPreTraining` for `method`: from an fgssl checkpoint, a backbone preset, or pretrained weights."""
+    """An `FGSSLForPreTraining` for `method`: from an fgssl checkpoint, a backbone preset, or pretrained weights;
+    the stem and first `--freeze_stages` stages of the online backbone frozen (`freeze_backbone_stages`)."""
+    model = _build_model(model_args, method)
+    if model_args.freeze_stages:
+        freeze_backbone_stages(model.fgssl.backbone, model_args.freeze_stages)
+    return model
+
+
+def backbone_stages(backbone) -> tuple[list, list]:
+    """(stem modules, stage modules in order) of a transformers vision backbone: ResNet / ConvNeXt (`embedder` or
+    `embeddings`, `encoder.stages`), ViT-like (`embeddings`, `encoder.layer`)."""
+    stem = [m for m in (getattr(backbone, "embedder", None), getattr(backbone, "embeddings", None)) if m is not None]
+    encoder = getattr(backbone, "encoder", None)
+    stages = getattr(encoder, "stages", None) or getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
+    if not stem or stages is None:
+        raise ValueError(f"Cannot tell the stages of a {type(backbone).__name__}: --freeze_stages supports ResNet, "
+                         "ConvNeXt and ViT-like backbones.")
+    return stem, list(stages)
+
+
+def freeze_backbone_stages(backbone, num_stages: int) -> list[str]:
+    """Stop gradients into the stem and the first `num_stages` stages (continued pre-training from pretrained
+    weights: only the later stages adapt to the new images). BatchNorm running statistics still follow the data.
+    Returns the names of the frozen parameters."""
+    stem, stages = backbone_stages(backbone)
+    if not 0 <= num_stages <= len(stages):
+        raise ValueError(f"--freeze_stages must be in [0, {len(stages)}] for this backbone, got {num_stages}.")
+    frozen = set()
+    for module in [*stem, *stages[:num_stages]]:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+            frozen.add(id(parameter))
+    return [name for name, p in backbone.named_parameters() if id(p) in frozen]
+
+
+def _build_model(model_args: ModelArguments, method: str):
     from .. import modeling  # noqa: F401  (registers the Auto classes)
     from ..modeling import FGSSLConfig, FGSSLForPreTraining
 
@@ -237,7 +303,37 @@ def build_model(model_args: ModelArguments, method: str):
             f"--backbone {model_args.backbone!r} is neither a preset ({', '.join(presets)}) nor a local folder or "
             "Hub id of a transformers vision backbone."
         )
-    return FGSSLForPreTraining.from_backbone_pretrained(model_args.backbone, **config_kwargs)
+    try:
+        return FGSSLForPreTraining.from_backbone_pretrained(model_args.backbone, **config_kwargs)
+    except OSError as err:  # a Hub id that cannot be fetched (offline, no network, no such repository)
+        if Path(model_args.backbone).exists():
+            raise
+        raise UsageError(f"--backbone {model_args.backbone}: cannot load it from the Hub or the cache "
+                         f"({' '.join(str(err).split())[:160]}). Check the id and the network; offline, download it "
+                         "once where the Hub is reachable and run with HF_HUB_OFFLINE=1, or pass a local folder "
+                         "written by save_pretrained.") from err
+
+
+def starting_checkpoint(model_args: ModelArguments) -> str | None:
+    """The checkpoint the run starts from (--model_name_or_path, else a --backbone that is no preset), or None."""
+    if model_args.model_name_or_path:
+        return model_args.model_name_or_path
+    return None if model_args.backbone in backbone_presets() else model_args.backbone
+
+
+def run_image_processor(model_args: ModelArguments):
+    """The image processor the run trains with and saves (training.processor): at --image_size, normalising with
+    the mean / std of the starting checkpoint's own image processor when it has one (a ViT's 0.5, CLIP's...),
+    else ImageNet's."""
+    from .processor import (build_image_processor, describe_normalization, normalization_kwargs,
+                            source_processor_settings)
+
+    source = starting_checkpoint(model_args)
+    with usage_errors(ValueError):
+        stats = normalization_kwargs(source_processor_settings(source))
+    if stats:
+        logger.info("Images are normalised as %s's image processor does: %s.", source, describe_normalization(**stats))
+    return build_image_processor(model_args.image_size, **stats)
 
 
 def default_output_dir(method: str, dataset_name: str | None, base: str | None = None) -> str:
@@ -325,6 +421,7 @@ def validate_args(model_args: ModelArguments, data_args: DataArguments, training
     Raises:
         UsageError
     """
+    refuse_unsynchronised_processes(training_args)
     refuse_non_finite(model_args, data_args, training_args, objective_args)  # --learning_rate inf, --sigma nan...
     refuse_bad_inputs(model_args.image_size, dataset_name=data_args.dataset_name, backbone=model_args.backbone,
                       model_name_or_path=model_args.model_name_or_path)
@@ -414,7 +511,8 @@ def _run_pretraining_locked(model_args: ModelArguments, data_args: DataArguments
     # Build the model before touching data: a bad model knob is refused before any decoding.
     with usage_errors(ValueError):
         model = build_model(model_args, objective_args.method)
-    with usage_errors(ValueError):
+    # Several processes: the main one decodes and caches the images first, the others then read its cache.
+    with usage_errors(ValueError), training_args.main_process_first(desc="decoding the dataset"):
         data = load_splits_from_args(data_args, model_args.image_size, require_eval=data_args.run_evaluation)
     if len(data.train) < training_args.per_device_train_batch_size * max(1, training_args.world_size):
         raise UsageError(
@@ -427,6 +525,7 @@ def _run_pretraining_locked(model_args: ModelArguments, data_args: DataArguments
         args=training_args,
         objective_args=objective_args,
         image_size=model_args.image_size,
+        processing_class=run_image_processor(model_args),  # the starting checkpoint's mean / std, if it has them
         train_dataset=data.train,
         data_collator=collate_uint8,
     )
@@ -475,6 +574,37 @@ def add_knn_monitor(trainer, data, data_args, image_size: int) -> None:
     trainer.add_callback(KNNMonitorCallback(trainer, bank, queries, data_args.knn_monitor_steps, image_size))
 
 
+def card_metadata(model_args, data_args, training_args) -> dict:
+    """What the model card's metadata needs to follow the Hub's conventions, recorded in training_config.json (so
+    fgssl-push renders the same card): the dataset's Hub id (None for a local folder or the embedded data), the
+    starting checkpoint's Hub id (`base_model`; None for a preset or a local folder), the starting checkpoint's
+    name, and --license."""
+    from .card import hub_repo_id
+
+    start = starting_checkpoint(model_args)
+    dataset = data_args.dataset_name
+    return {
+        "hub_dataset": hub_repo_id(dataset) if dataset and dataset != "synthetic" else None,
+        "base_model": hub_repo_id(start),
+        "start": Path(start).name if start and hub_repo_id(start) is None else start,
+        "license": getattr(training_args, "license", None),
+    }
+
+
+def log_eval_pictures(trainer, output_dir, pictures) -> None:
+    """retrieval.png and embedding.png to TensorBoard too (tags eval/retrieval, eval/embedding) when it is on."""
+    report_to = trainer.args.report_to or []
+    if not pictures or "tensorboard" not in (report_to if isinstance(report_to, list) else [report_to]):
+        return
+    from .eval_pictures import log_pictures_to_tensorboard
+
+    try:
+        log_pictures_to_tensorboard({name: Path(output_dir) / file for name, file in pictures.items()},
+                                    trainer.args.logging_dir or Path(output_dir) / "runs", trainer.state.global_step)
+    except Exception as err:  # noqa: BLE001  (pictures are a nicety: never lose a finished run over them)
+        logger.warning("Evaluation pictures not added to TensorBoard: %s", err)
+
+
 def save_outputs(trainer, model, data, data_args, model_args, objective_args, train_result, started) -> dict:
     """The final save: pre-training model, encoder, decoder (diffusers), pictures, curves, metrics, card.
 
@@ -505,6 +635,7 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
         learning_rate=trainer.args.learning_rate,
         objective=asdict(objective_args),
         model=asdict(model_args),
+        **card_metadata(model_args, data_args, trainer.args),
     ))
     runinfo.atomic_write_json(output_dir / "training_config.json", training_config, default=str)
     metrics = dict(train_result.metrics)
@@ -523,19 +654,32 @@ def save_outputs(trainer, model, data, data_args, model_args, objective_args, tr
     runinfo.atomic_write_json(output_dir / "train_results.json", portable(metrics), default=str)
     results = {"pictures": str(pictures) if pictures else None, "curves": str(curves) if curves else None,
                "train_results": str(output_dir / "train_results.json")}
+    if data_args.run_evaluation and (data.eval is None or data.label_column is None):
+        # Never silently: a one-class image folder has no label column (datasets drops a single label), a Hub
+        # dataset may have no labelled split; retrieval, kNN and the linear probe need two classes or more.
+        why = "no evaluation split" if data.eval is None else "no class labels (one class folder, or none found)"
+        logger.warning("Evaluation skipped: the dataset has %s; retrieval, kNN and the linear probe need labelled "
+                       "images of at least two classes (--label_column, --eval_split; --run_evaluation false "
+                       "silences this).", why)
+        results["evaluation_skipped"] = why
     if data_args.run_evaluation and data.eval is not None and data.label_column is not None:
         from .evaluation import evaluate_encoder, write_results
 
+        # Normalised as in training (the saved processor's statistics); retrieval.png and embedding.png beside.
+        from .processor import normalization_kwargs
+
+        norm = normalization_kwargs(trainer.processing_class)
         eval_results = evaluate_encoder(model.fgssl, data, image_size=model_args.image_size,
-                                        linear_backend=data_args.linear_backend)
+                                        linear_backend=data_args.linear_backend, pictures_dir=output_dir, **norm)
         write_results(eval_results, output_dir)
         results["eval_results"] = str(output_dir / "eval_results.json")
+        log_eval_pictures(trainer, output_dir, eval_results.get("pictures"))
     if "eval_results" in results and data_args.compare_with_start:
         from .report import compare_with_start  # the same protocol on the encoder this run started from
 
         results.update(compare_with_start(eval_results, model_args, objective_args.method, trainer.args.seed, data,
                                           output_dir, steps=trainer.state.global_step,
-                                          linear_backend=data_args.linear_backend))
+                                          linear_backend=data_args.linear_backend, **norm))
     if not (getattr(trainer.args, "overwrite_output_dir", False) or runinfo.readme_is_ours(output_dir)):
         logger.warning("%s is not a card fgssl wrote: left as it is, no model card written (add "
                        "--overwrite_output_dir to replace it with the card).", output_dir / "README.md")

@@ -42,7 +42,8 @@ DECODER_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "diffusio
 #: The card and what it shows: results, curves, pictures of synthesized pairs.
 RESULT_FILES = ("README.md", "train_results.json", "training_config.json", "eval_results.json", "eval_results.md",
                 "finetune_results.json", "training_curves.png", "pairs_step*.png", "pictures/pairs_step*.png",
-                "eval/eval_results.json", "eval/eval_results.md")
+                "eval/eval_results.json", "eval/eval_results.md", "retrieval.png", "embedding.png",
+                "eval/retrieval.png", "eval/embedding.png")
 #: Exactly what is uploaded (upload_folder's allow_patterns, fnmatch on paths relative to the folder). No pattern
 #: starts with a wildcard, so each is anchored at the folder's top.
 ALLOW_PATTERNS = [*MODEL_FILES, *RESULT_FILES, *(f"encoder/{name}" for name in MODEL_FILES),
@@ -188,7 +189,11 @@ def build_parser() -> SimpleArgumentParser:
     parser.add_argument("--commit_message", default=None, help="Commit message.")
     parser.add_argument("--no_card", action="store_true", help="Do not write a README.md model card.")
     parser.add_argument("--dataset_name", default=None, help="Pre-training data named on the card.")
-    parser.add_argument("--base_model", default=None, help="Hub id of the backbone weights the model started from.")
+    parser.add_argument("--base_model", default=None, help="Hub id of the checkpoint the model started from "
+                        "(default: as recorded by the run, when it started from a Hub id).")
+    parser.add_argument("--license", default=None, help="License of the weights for the card's metadata (a Hub "
+                        "license id, e.g. apache-2.0 or cc-by-nc-4.0; default: as given to the run, else none stated: "
+                        "the weights inherit their training data's terms).")
     return parser
 
 
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> str:
     refusing) or FileNotFoundError (no such folder). The console script is `cli`: status 0 when pushed, 2 for a
     usage error or a missing folder, 1 when the push is impossible, each with one line saying why."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    card_kwargs = {k: v for k, v in (("dataset_name", args.dataset_name), ("base_model", args.base_model)) if v}
+    card_kwargs = {k: v for k, v in (("dataset_name", args.dataset_name), ("base_model", args.base_model),
+                                     ("license", args.license)) if v}
     url = push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private or None,
                       commit_message=args.commit_message, write_card=not args.no_card, card_kwargs=card_kwargs)
     print(f"Pushed {args.folder} to {url}")

@@ -290,7 +290,48 @@ def start_run(output_dir, fingerprint: dict, folder_state: str, training_args) -
     last = last_complete_checkpoint(output_dir, move_aside=process_zero)
     if last is not None:
         logger.warning("Resuming from %s (add --overwrite_output_dir to start over).", last)
+        changed = schedule_change_message(last, training_args)
+        if changed and process_zero:
+            logger.warning(changed)
     return last
+
+
+#: Schedulers whose learning rate does not depend on the run's length (resuming with another length changes nothing).
+LENGTH_FREE_SCHEDULERS = ("constant",)
+
+
+def schedule_change_message(checkpoint, training_args) -> str | None:
+    """One line when resuming `checkpoint` with another step / epoch target than it was trained for, else None.
+
+    The learning-rate schedule (cosine, linear...) is a function of the run's length: the checkpoint's run was
+    annealing towards 0 at its own last step, and the resumed run recomputes it for the new length, so the rate
+    jumps back up where the old schedule had brought it down (or, at the old end, it was 0). The line says so and
+    gives the fixes."""
+    state_path = Path(checkpoint) / "trainer_state.json"
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        return None
+    scheduler = str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type))
+    if scheduler in LENGTH_FREE_SCHEDULERS:
+        return None
+    old_steps, old_epochs = state.get("max_steps"), state.get("num_train_epochs")
+    if training_args.max_steps > 0:
+        if not old_steps or int(old_steps) == int(training_args.max_steps):
+            return None
+        was, now = f"{old_steps} steps", f"{training_args.max_steps} steps"
+    else:
+        import math
+
+        if old_epochs is None or int(old_epochs) == math.ceil(training_args.num_train_epochs):
+            return None
+        was, now = f"{old_epochs} epochs", f"{training_args.num_train_epochs:g} epochs"
+    return (f"{Path(checkpoint).name} was trained on a {scheduler} learning-rate schedule for {was}, and this run asks "
+            f"for {now}: the schedule is recomputed for {now} from step {state.get('global_step', '?')}, so the "
+            "learning rate jumps away from where the old schedule had brought it (0 at its end). To finish the run "
+            f"as planned keep its target ({was}); to anneal again from its weights start a new run from them "
+            f"(--model_name_or_path {portable_name(Path(checkpoint), Path.cwd())} --output_dir <a new folder>), or "
+            "add --overwrite_output_dir to train from scratch with the new schedule.")
 
 
 def clear_previous_run(output_dir) -> list[str]:

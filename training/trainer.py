@@ -145,7 +145,8 @@ class ObjectiveArguments:
         if self.shuffle_bn_groups < 1:
             raise ValueError(f"shuffle_bn_groups must be >= 1 (1 = off), got {self.shuffle_bn_groups}.")
 
-    def augmentation(self, image_size: int) -> TwoViewAugment:
+    def augmentation(self, image_size: int, mean=None, std=None) -> TwoViewAugment:
+        """The two-view augmentation, its views normalised with `mean` / `std` (default ImageNet's)."""
         j = self.color_jitter
         hue = j / 4 if self.hue_jitter is None else self.hue_jitter
         return TwoViewAugment(
@@ -155,6 +156,8 @@ class ObjectiveArguments:
             jitter_p=self.color_jitter_p,
             grayscale_p=self.grayscale_p,
             blur_p=self.blur_p,
+            mean=mean,
+            std=std,
         )
 
 
@@ -224,7 +227,13 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
                     encoder.to(memory_format=torch.channels_last)
         if config.base == "simsiam" and self.accelerator.num_processes > 1:
             synchronise_head_batch_norm(model, self.objective_args.sync_bn, on_gpu=self.args.device.type != "cpu")
-        self.augment = oa.augmentation(size).to(self.args.device)
+        # The views are normalised as the saved image processor normalises (the starting checkpoint's statistics
+        # when it has a processor, ImageNet's otherwise: training.processor).
+        from .processor import normalization_kwargs
+
+        stats = normalization_kwargs(self.processing_class)
+        self.image_mean, self.image_std = stats.get("image_mean"), stats.get("image_std")
+        self.augment = oa.augmentation(size, self.image_mean, self.image_std).to(self.args.device)
         self.image_size = size
         self.pending_keys: list[torch.Tensor] = []
         self.term_sums: dict[str, float] = defaultdict(float)
@@ -294,8 +303,14 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         out = model(pixel_values=v1)
         k = self.momentum_keys(core, v2)
         negatives = core.queue.clone().detach() if core.queue.shape[0] > 0 else None
-        loss_ssl = obj.info_nce(out.query, k, negatives, self.objective_args.temperature)
-        self.pending_keys.append(self.accelerator.gather(k.detach()))
+        # Every process's keys (rank order): the queue's input and, with in-batch negatives, the negatives of every
+        # query, so that they grow with the number of processes.
+        gathered = self.accelerator.gather(k.detach())
+        offset = self.accelerator.process_index * k.shape[0]
+        loss_ssl = obj.info_nce(out.query, k, negatives, self.objective_args.temperature,
+                                batch_keys=gathered if self.accelerator.num_processes > 1 else None,
+                                batch_offset=offset if self.accelerator.num_processes > 1 else 0)
+        self.pending_keys.append(gathered)
         return out, loss_ssl, {"loss_ssl": loss_ssl.detach()}
 
     def _simsiam_loss(self, model, v1, v2):
@@ -464,7 +479,8 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         from .pictures import save_pair_sheet
 
         path = Path(directory) / f"pairs_step{self.pictures_step:06d}.png"
-        save_pair_sheet(self.pictures, path, title=f"{self.objective_args.method} step {self.pictures_step}")
+        save_pair_sheet(self.pictures, path, title=f"{self.objective_args.method} step {self.pictures_step}",
+                        mean=self.image_mean, std=self.image_std)
         if self.pictures_step != getattr(self, "_tensorboard_pictures_step", None):
             writer = self._tensorboard_writer()
             if writer is not None:
