@@ -16,9 +16,9 @@ Every pre-training run is a subprocess `python -m fgssl.training.pretrain <confi
 --output_dir <runs_dir>/<budget>/<method>-seed<S>`, so a crash or a kill loses only that run; a run whose
 eval_results.json exists is skipped, one with checkpoints is resumed by pretrain itself. The evaluation is the
 run's own final evaluation (pretrain evaluates the LAST checkpoint on the test split with the fixed protocol of
-METHOD.md; the linear probe chooses its C on a validation part of the train split): nothing is selected on test.
+docs/method.md; the linear probe chooses its C on a validation part of the train split): nothing is selected on test.
 
-Choosing knobs first, never on test (METHOD.md's protocol):
+Choosing knobs first, never on test (docs/method.md's protocol):
 
     python benchmarks/cub100.py --grid          # seed 0, a small one-knob-at-a-time grid around the default
 

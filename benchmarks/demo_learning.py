@@ -180,9 +180,9 @@ def main(argv=None) -> dict:
     if args.dry_run:
         return {"runs": records}
 
-    from fgssl.training.synthetic import _GENERATOR_SIGNATURE
+    from fgssl.training.synthetic import GENERATOR_SIGNATURE
 
-    num_classes = _GENERATOR_SIGNATURE.parameters["num_classes"].default
+    num_classes = GENERATOR_SIGNATURE.parameters["num_classes"].default
     result = {"summary": summarize(records, num_classes), "runs": records, "machine": machine_info(),
               "command": "python benchmarks/demo_learning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "minutes": round((time.perf_counter() - started) / 60, 2)}

@@ -30,7 +30,7 @@ mask there, encoder probes only.
    encoders ("what the criteria would pick there").
 4. Perturbed vs kept: the frequency-weighted mean epsilon^2 of class and nuisance over perturbed vs kept dims; the
    random-dims baseline is the plain mean over all dims (a random mask with the same count picks every dim with
-   equal probability: METHOD.md's `random` mode), with a permutation p-value (frequencies shuffled over dims).
+   equal probability: docs/method.md's `random` mode), with a permutation p-value (frequencies shuffled over dims).
 5. Encoder level: linear probes on frozen h, train split -> test split: class and categorical nuisance factors
    (accuracy, C chosen on a validation part of train), continuous factors (ridge R^2, alpha by LOO on train; hues
    as (cos, sin)). Does fgssl's h hold more class and less nuisance than moco's?

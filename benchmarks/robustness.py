@@ -235,7 +235,7 @@ def case_lock(tmp: Path):
     out.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (out / runinfo.LOCK).write_text(json.dumps({"pid": sleeper.pid, "started": runinfo._process_start(sleeper.pid)}))
+        (out / runinfo.LOCK).write_text(json.dumps({"pid": sleeper.pid, "started": runinfo.process_start_time(sleeper.pid)}))
         ok, detail = one_line_error(*run(pretrain, [*TINY, "--max_steps", "1", "--output_dir", out]), 2,
                                     "in use by another run")
     finally:

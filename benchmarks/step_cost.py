@@ -584,8 +584,8 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
                     with torch.no_grad():
                         x_hat = recon_fixed[idx]
                         x_hat_perturbed = core_f.decode(perturbed_input[idx])
-                    q = core_f.project(core_f.encode(fg._to_input_size(x_hat_perturbed)).pooler_output)
-                    k = core_f.momentum_encode(fg._to_input_size(x_hat))
+                    q = core_f.project(core_f.encode(fg.to_input_size(x_hat_perturbed)).pooler_output)
+                    k = core_f.momentum_encode(fg.to_input_size(x_hat))
                     loss = obj.info_nce(q, k, None, oa.temperature)
                 loss.backward()
                 _zero_grads(core_f)

@@ -9,9 +9,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 POOLING_MODES = ("mean", "screening")
-# METHOD.md "Base SSL objective": MoCo v2 (momentum branch + queue) or SimSiam (predictor, stop-gradient).
+# docs/method.md "Base SSL objective": MoCo v2 (momentum branch + queue) or SimSiam (predictor, stop-gradient).
 BASES = ("moco", "simsiam")
-# METHOD.md "Decoder" [choice]: decode the pooled vector h, or the final feature map A.
+# docs/method.md "Decoder" [choice]: decode the pooled vector h, or the final feature map A.
 DECODER_INPUTS = ("pooled", "feature_map")
 # Backbones whose final feature map we know how to read (B x C x H x W maps or patch-token grids).
 SUPPORTED_BACKBONES = ("vit", "convnext", "convnextv2", "resnet", "swin", "dinov2", "dinov2_with_registers")
@@ -19,18 +19,18 @@ SUPPORTED_BACKBONES = ("vit", "convnext", "convnextv2", "resnet", "swin", "dinov
 
 class FGSSLConfig(PreTrainedConfig):
     r"""
-    Configuration of an FGSSL encoder and of its pre-training heads (see `METHOD.md`).
+    Configuration of an FGSSL encoder and of its pre-training heads (see `docs/method.md`).
 
     Args:
         backbone_config (`PreTrainedConfig` or `dict`, *optional*):
             Config of the transformers vision backbone (`ViTConfig`, `ConvNextConfig`, ...). A dict must carry a
             `model_type`. Defaults to a ConvNeXt-T config.
-        base (`str`, defaults to `"moco"`): the base SSL objective (METHOD.md "Base SSL objective"). `"moco"`: MoCo v2,
+        base (`str`, defaults to `"moco"`): the base SSL objective (docs/method.md "Base SSL objective"). `"moco"`: MoCo v2,
             a 2-layer projector, a momentum copy of encoder and projector, and a queue of negative keys. `"simsiam"`:
             SimSiam, a 3-layer projector with BatchNorm (no ReLU after its last layer) and a bottleneck predictor
             MLP, no momentum branch and no queue (`momentum` and `queue_size` are then unused).
         pooling (`str`, defaults to `"mean"`):
-            `"mean"`: global average pooling of the final feature map (the `h` of METHOD.md). `"screening"`: the
+            `"mean"`: global average pooling of the final feature map (the `h` of docs/method.md). `"screening"`: the
             LCR baseline, a 1x1-conv screening map weights the feature map before pooling.
         screening_channels (`int`, defaults to 4): channels of the LCR screening convolution.
         projector_hidden_size (`int`, defaults to 2048): hidden width of the projection MLP (both bases).
@@ -38,12 +38,12 @@ class FGSSLConfig(PreTrainedConfig):
         predictor_hidden_size (`int`, *optional*): SimSiam only: the predictor's bottleneck width; default
             `projector_dim // 4` (SimSiam's 2048 -> 512 -> 2048).
         momentum (`float`, defaults to 0.99): EMA coefficient of the momentum branch, in [0, 1).
-        queue_size (`int`, defaults to 0): MoCo negative queue length `K`; 0 means in-batch negatives (METHOD.md:
+        queue_size (`int`, defaults to 0): MoCo negative queue length `K`; 0 means in-batch negatives (docs/method.md:
             suits small datasets; the GPU recipes in `configs/` set a queue).
         variance_momentum (`float`, defaults to 0.99): EMA coefficient of the running feature statistics that the
-            variance criterion (METHOD.md step 2) and the noise scale read.
+            variance criterion (docs/method.md step 2) and the noise scale read.
         use_decoder (`bool`, defaults to `True`): build the decoder `D` (off for the `moco`/`lcr` baselines).
-        decoder_input (`str`, defaults to `"feature_map"`): what `D` decodes (METHOD.md "Decoder"): `"pooled"`, the
+        decoder_input (`str`, defaults to `"feature_map"`): what `D` decodes (docs/method.md "Decoder"): `"pooled"`, the
             vector `h` (B x C); `"feature_map"`, the final map `A` (B x C x H x W).
         decoder_base_size (`int`, defaults to 4): `pooled`: side `s0` of the grid the decoder's linear layer
             produces; `feature_map`: the side H of the feature map at `image_size` (set from the backbone).

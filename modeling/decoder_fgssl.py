@@ -1,6 +1,6 @@
-"""The decoder `D` of METHOD.md: features back to an image (B x 3 x S x S).
+"""The decoder `D` of docs/method.md: features back to an image (B x 3 x S x S).
 
-Two inputs (METHOD.md, "Decoder", [choice] `decoder_input`):
+Two inputs (docs/method.md, "Decoder", [choice] `decoder_input`):
 - `input_type="vector"` (`pooled`): the feature vector `h` (B x C), through a linear layer to a c0 x s0 x s0 grid;
 - `input_type="map"` (`feature_map`): the final feature map `A` (B x C x H x W), through a 1x1 conv to c0 x H x W.
   It keeps where things are, so far more of the image survives.

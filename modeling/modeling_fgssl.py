@@ -1,4 +1,4 @@
-"""FGSSL models: the encoder `f`, the classifier built on it, and the pre-training model of METHOD.md.
+"""FGSSL models: the encoder `f`, the classifier built on it, and the pre-training model of docs/method.md.
 
 One readable file, config-driven, in the style of transformers' `modeling_vit.py`. Self-contained (torch,
 transformers and the two sibling files only), so `save_pretrained` can copy it to the Hub as remote code. The
@@ -28,7 +28,7 @@ from .configuration_fgssl import FGSSLConfig
 # Token backbones: (number of patch-grid strides to apply) is read from their config.
 _TOKEN_BACKBONES = ("vit", "dinov2", "dinov2_with_registers", "swin")
 # Backbones that end with a LayerNorm meant to be applied over channels (transformers applies it after pooling);
-# we apply it per position so that `h` stays exactly the spatial mean of `A` (METHOD.md step 3 relies on it).
+# we apply it per position so that `h` stays exactly the spatial mean of `A` (docs/method.md step 3 relies on it).
 _CHANNEL_NORM_BACKBONES = ("convnext", "convnextv2")
 
 
@@ -122,7 +122,7 @@ def tokens_to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torc
 
 
 class VarianceTracker(torch.nn.Module):
-    """Running (EMA) per-dimension mean and variance of the features ``h`` (METHOD.md step 2).
+    """Running (EMA) per-dimension mean and variance of the features ``h`` (docs/method.md step 2).
 
     ``update(h)`` folds a batch in: ``stat = momentum * stat + (1 - momentum) * batch_stat``, where the
     batch variance is the biased (population) variance of the batch; the first update initialises
@@ -246,7 +246,7 @@ def run_with_frozen_batch_statistics(mlp: nn.Sequential, x: torch.Tensor) -> tor
     In training mode a BatchNorm normalises by the statistics of the batch, so each output row depends on every
     input row. Here those statistics (of `x` itself, as in the ordinary forward; the running ones in eval mode)
     enter as constants: row i of the output is a function of row i of `x` alone, so one gradient of a sum of
-    per-row losses gives every row's own gradient (METHOD.md step 3 with SimSiam). Running statistics are not
+    per-row losses gives every row's own gradient (docs/method.md step 3 with SimSiam). Running statistics are not
     touched. `x`: n x features.
     """
     for layer in mlp:
@@ -341,7 +341,7 @@ class FGSSLPreTrainedModel(PreTrainedModel):
 
 
 class FGSSLModel(FGSSLPreTrainedModel):
-    """The encoder `f` of METHOD.md: a transformers backbone followed by global average pooling."""
+    """The encoder `f` of docs/method.md: a transformers backbone followed by global average pooling."""
 
     # A pre-training checkpoint also holds the heads; loading only the encoder from it is expected.
     _keys_to_ignore_on_load_unexpected = [
@@ -458,7 +458,7 @@ class FGSSLForImageClassification(FGSSLPreTrainedModel):
 
 
 class FGSSLForPreTraining(FGSSLPreTrainedModel):
-    """Everything pre-training needs (METHOD.md "Parts"): encoder `f`, projector `g`, the decoder `D`, and the heads
+    """Everything pre-training needs (docs/method.md "Parts"): encoder `f`, projector `g`, the decoder `D`, and the heads
     of the base objective (`config.base`): MoCo v2's momentum copies `f_m, g_m` and negative queue, or SimSiam's
     predictor (then no momentum branch and no queue exist, in the model or its checkpoints). The training
     objective itself lives in `training/objective.py`; this class only exposes the pieces it calls as small
@@ -479,7 +479,7 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
             self.projector = projection_mlp(c, config.projector_hidden_size, d)
             self.momentum_encoder = FGSSLModel(config)
             self.momentum_projector = projection_mlp(c, config.projector_hidden_size, d)
-        # Running statistics of h (METHOD.md step 2): training state, saved and resumed with the model.
+        # Running statistics of h (docs/method.md step 2): training state, saved and resumed with the model.
         self.variance_tracker = VarianceTracker(c, config.variance_momentum)
         self.decoder = None
         if config.use_decoder:

@@ -21,7 +21,7 @@ def live_process():
 
 def lock_of(folder, process):
     folder.mkdir(parents=True, exist_ok=True)
-    started = runinfo._process_start(process.pid)
+    started = runinfo.process_start_time(process.pid)
     (folder / runinfo.LOCK).write_text(json.dumps({"pid": process.pid, "started": started}))
 
 

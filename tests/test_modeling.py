@@ -40,7 +40,7 @@ def test_encoder_outputs_feature_map_and_mean_pooled_vector(backbone):
     c = model.config.hidden_size
     assert out.pooler_output.shape == (2, c)
     assert out.feature_map.dim() == 4 and out.feature_map.shape[:2] == (2, c)
-    # h is exactly the spatial mean of A (METHOD.md step 3 depends on it).
+    # h is exactly the spatial mean of A (docs/method.md step 3 depends on it).
     torch.testing.assert_close(out.pooler_output, out.feature_map.mean(dim=(2, 3)))
     assert out.last_hidden_state is not None
 

@@ -1,4 +1,4 @@
-"""Tests of training/objective.py: each pure function of METHOD.md's training step against a reference."""
+"""Tests of training/objective.py: each pure function of docs/method.md's training step against a reference."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_info_nce_in_batch_matches_hand_written_cross_entropy():
         per_sample.append(-math.log(scores[i] / sum(scores)))
     expected = np.mean(per_sample)
     assert info_nce(q, k, None, temperature=tau).item() == pytest.approx(expected, rel=1e-10)
-    # An empty queue (K = 0) means in-batch negatives (METHOD.md, momentum branch).
+    # An empty queue (K = 0) means in-batch negatives (docs/method.md, momentum branch).
     assert info_nce(q, k, q.new_zeros(0, 8), temperature=tau).item() == pytest.approx(expected, rel=1e-10)
 
 
@@ -427,7 +427,7 @@ def test_perturbation_rejects_unknown_mode_and_missing_std():
 
 @pytest.mark.parametrize("mode", ["gaussian", "shuffle"])
 def test_feature_map_perturbation_pools_to_the_perturbed_vector(mode):
-    # METHOD.md step 5 with the feature_map decoder: the same draw perturbs channels of A, so pool(A') == h'.
+    # docs/method.md step 5 with the feature_map decoder: the same draw perturbs channels of A, so pool(A') == h'.
     g = torch.Generator().manual_seed(0)
     a = torch.randn(6, 10, 4, 4, generator=g)
     h = a.mean(dim=(2, 3))

@@ -4,9 +4,9 @@
                   skip and count unreadable images, collate
 - `synthetic.py`  the embedded fine-grained default dataset (classes differ in a small detail, nuisance varies)
 - `augment.py`    the two MoCo v2 views, batched on the training device (kornia)
-- `objective.py`  METHOD.md steps 1-8 as small functions (InfoNCE, variance and Grad-CAM criteria, masks,
+- `objective.py`  docs/method.md steps 1-8 as small functions (InfoNCE, variance and Grad-CAM criteria, masks,
                   perturbations, reconstruction and synthesized-pair losses, LCR)
-- `trainer.py`    `FGSSLTrainer(transformers.Trainer)`: one METHOD.md step in `compute_loss`; momentum + queue once
+- `trainer.py`    `FGSSLTrainer(transformers.Trainer)`: one docs/method.md step in `compute_loss`; momentum + queue once
                   per optimiser step
 - `callbacks.py`  optional online kNN monitor;  `pictures.py`  PNG sheets of synthesized pairs, training curves
 - `evaluation.py` retrieval / kNN / linear probe (metrics are `evaluate` modules in `metrics/`)

@@ -1,6 +1,6 @@
 """Batched image augmentation on the training device, from the cached uint8 batches of training.data.
 
-The MoCo v2 recipe (METHOD.md): random resized crop (scale 0.2-1), colour jitter 0.4/0.4/0.4/0.1 with
+The MoCo v2 recipe (docs/method.md): random resized crop (scale 0.2-1), colour jitter 0.4/0.4/0.4/0.1 with
 p 0.8, grayscale p 0.2, Gaussian blur p 0.5 (sigma 0.1-2), horizontal flip, then ImageNet normalisation.
 Every strength is a constructor argument so that it can be ablated.
 
@@ -18,7 +18,7 @@ batched op:
 
 Randomness comes from torch's default generator on the batch's device, so `torch.manual_seed` makes the views
 reproducible. `TwoViewAugment` also returns the *geometric* view (the same crop and flip, no photometric jitter)
-when asked: the target of METHOD.md's `recon_target: geometric`, at the cost of one more matmul-free copy.
+when asked: the target of docs/method.md's `recon_target: geometric`, at the cost of one more matmul-free copy.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ class TwoViewAugment(torch.nn.Module):
 
     forward(x_uint8: uint8 B x 3 x S x S, return_geometric=False) -> (v1, v2), each normalised float
     B x 3 x image_size x image_size; with `return_geometric`, also v1's crop and flip without the photometric
-    steps (the `geometric` reconstruction target of METHOD.md step 6).
+    steps (the `geometric` reconstruction target of docs/method.md step 6).
     """
 
     def __init__(

@@ -617,7 +617,7 @@ HOLDOUT_SEED = 0
 def carve_holdout(ds: datasets.Dataset, label_column: str, fraction: float, seed: int = HOLDOUT_SEED):
     """Split `ds` into (rest, holdout): `fraction` of every class (rounded, at least one image per class with two
     or more), drawn with a fixed seed. The validation part of train on which knobs are chosen, so that the test
-    split is only ever scored (METHOD.md, evaluation protocol)."""
+    split is only ever scored (docs/method.md, evaluation protocol)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), e.g. 0.15; got {fraction}.")
     labels = np.asarray(ds[label_column])

@@ -1,4 +1,4 @@
-"""fgssl-eval: retrieval, kNN and linear-probe evaluation of a frozen encoder (METHOD.md "Evaluation protocol").
+"""fgssl-eval: retrieval, kNN and linear-probe evaluation of a frozen encoder (docs/method.md "Evaluation protocol").
 
     fgssl-eval --model_name_or_path M --dataset_name D [--protocols retrieval,knn,linear] [--output_dir O]
                [--image_size S] [--max_train_samples N] [--max_eval_samples N]

@@ -1,4 +1,4 @@
-"""Frozen-encoder evaluation (METHOD.md "Evaluation protocol"): retrieval, weighted kNN and a linear probe.
+"""Frozen-encoder evaluation (docs/method.md "Evaluation protocol"): retrieval, weighted kNN and a linear probe.
 
     load_encoder        an fgssl checkpoint, a plain transformers backbone or a Hub id -> FGSSLModel
     embed_dataset       a decoded split (training.data) -> features N x C (float32), labels N

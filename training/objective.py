@@ -1,6 +1,6 @@
-"""The training objective of METHOD.md, as small pure functions (tensors in, tensors out).
+"""The training objective of docs/method.md, as small pure functions (tensors in, tensors out).
 
-Read this file top to bottom beside METHOD.md (``../shared/METHOD.md`` in the development tree), section
+Read this file top to bottom beside docs/method.md (``docs/method.md`` in the development tree), section
 "One training step":
 
 =====  ==========================================  ==========================================
@@ -40,9 +40,9 @@ from ..modeling.modeling_fgssl import VarianceTracker
 
 NUISANCE_MASK_MODES = ("union", "intersection", "variance", "gradcam", "random")
 PERTURBATION_MODES = ("gaussian", "shuffle")
-#: METHOD.md step 5 [choice]: the gaussian noise of a dimension in its own running std, or in the mean one.
+#: docs/method.md step 5 [choice]: the gaussian noise of a dimension in its own running std, or in the mean one.
 NOISE_SCALES = ("per_dim", "global")
-#: METHOD.md step 6 [choice]: L_R's target, the view v1 itself or its crop and flip without photometric jitter.
+#: docs/method.md step 6 [choice]: L_R's target, the view v1 itself or its crop and flip without photometric jitter.
 RECON_TARGETS = ("view", "geometric")
 
 
@@ -96,7 +96,7 @@ def _randperm(n: int, generator: torch.Generator | None, device: torch.device) -
 
 def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature: float = 0.2,
              batch_keys: Tensor | None = None, batch_offset: int = 0) -> Tensor:
-    """InfoNCE loss of queries against their positive keys (METHOD.md steps 1 and 7).
+    """InfoNCE loss of queries against their positive keys (docs/method.md steps 1 and 7).
 
     Args:
         q: B x d queries, L2-normalised (carry the gradient).
@@ -123,7 +123,7 @@ def info_nce(q: Tensor, k: Tensor, negatives: Tensor | None = None, temperature:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     k = k.detach()
     if negatives is not None and negatives.shape[0] == 0:
-        negatives = None  # METHOD.md: queue size K = 0 means in-batch negatives
+        negatives = None  # docs/method.md: queue size K = 0 means in-batch negatives
     if negatives is None:
         keys = k if batch_keys is None else batch_keys.detach()
         if batch_keys is not None and not torch.equal(keys[batch_offset:batch_offset + k.shape[0]], k):
@@ -161,7 +161,7 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
 
 
 def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
-    """SimSiam's symmetric loss ``L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2``, averaged over the batch (METHOD.md
+    """SimSiam's symmetric loss ``L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2``, averaged over the batch (docs/method.md
     "Base SSL objective": L_C, and L_Cp on the synthesized pair).
 
     Args:
@@ -207,7 +207,7 @@ def output_std(z: Tensor) -> Tensor:
 
 
 def variance_mask(var: Tensor, rho: float) -> Tensor:
-    """The set V of METHOD.md step 2: the ``rho`` fraction of dimensions with the lowest variance.
+    """The set V of docs/method.md step 2: the ``rho`` fraction of dimensions with the lowest variance.
 
     Args:
         var: C running variances (``VarianceTracker.var``).
@@ -262,7 +262,7 @@ def gradcam_scores(loss: Tensor, h: Tensor) -> Tensor:
 
 
 def gradcam_mask(scores: Tensor, rho: float) -> Tensor:
-    """The sets G_i of METHOD.md step 3: per row, the ``rho`` fraction of dimensions with the lowest score.
+    """The sets G_i of docs/method.md step 3: per row, the ``rho`` fraction of dimensions with the lowest score.
 
     Args:
         scores: B x C scores from :func:`gradcam_scores`.
@@ -294,7 +294,7 @@ def _random_mask_like(counts: Tensor, num_features: int, generator: torch.Genera
 def nuisance_mask(
     var_mask: Tensor, grad_mask: Tensor, mode: str, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Combine the two criteria into the nuisance mask M (METHOD.md step 4).
+    """Combine the two criteria into the nuisance mask M (docs/method.md step 4).
 
     Args:
         var_mask: bool C, the set V (:func:`variance_mask`), shared by all samples.
@@ -348,7 +348,7 @@ def _derangement(n: int, generator: torch.Generator | None, device: torch.device
 
 
 def noise_scale(std: Tensor, mode: str = "per_dim") -> Tensor:
-    """The scale ``s_c`` of the gaussian perturbation (METHOD.md step 5 [choice]), C.
+    """The scale ``s_c`` of the gaussian perturbation (docs/method.md step 5 [choice]), C.
 
     ``per_dim``: the running std of each dimension. V holds the dimensions of lowest std, so under ``per_dim``
     they get the smallest noise by construction. ``global``: the mean running std over all dimensions, so every
@@ -371,7 +371,7 @@ def perturb_features(
     generator: torch.Generator | None = None,
     feature_map: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Perturb the masked (nuisance) entries of a detached copy of ``h`` (METHOD.md step 5).
+    """Perturb the masked (nuisance) entries of a detached copy of ``h`` (docs/method.md step 5).
 
     Modes:
         ``gaussian``: ``h'_ic = h_ic + M_ic * sigma * std_c * eps_ic``, eps ~ N(0, 1); needs ``std``
@@ -447,7 +447,7 @@ def nuisance_perturbation(
     update_statistics: bool = True,
     generator: torch.Generator | None = None,
 ) -> Perturbation:
-    """METHOD.md steps 2-5 in one call, the only place they are composed (trainer and benchmarks call this).
+    """docs/method.md steps 2-5 in one call, the only place they are composed (trainer and benchmarks call this).
 
     2. fold ``h`` into the running statistics (all-reduced across processes) and take V, the ``rho_variance``
        fraction of lowest-variance dims; 3. the Grad-CAM scores of the SSL ``loss`` (through the projector only)
@@ -480,7 +480,7 @@ def nuisance_perturbation(
 
 
 def reconstruction_loss(recon: Tensor, target: Tensor) -> Tensor:
-    """``L_R = mean |D(h) - v1|^2`` with ``v1`` resized to the decoder's size S (METHOD.md step 6).
+    """``L_R = mean |D(h) - v1|^2`` with ``v1`` resized to the decoder's size S (docs/method.md step 6).
 
     Args:
         recon: B x 3 x S x S decoder output D(h).
@@ -509,7 +509,7 @@ def reconstruction_loss(recon: Tensor, target: Tensor) -> Tensor:
 
 
 def synth_loss_weight(step: int, nu: float, warmup_steps: int, ramp_steps: int) -> float:
-    """Weight of L_Cp at optimiser step ``step`` (0-based) (METHOD.md step 8).
+    """Weight of L_Cp at optimiser step ``step`` (0-based) (docs/method.md step 8).
 
     0 while ``step < warmup_steps`` (the decoder first learns to reconstruct), then rises linearly
     and reaches ``nu`` after ``ramp_steps`` steps: ``nu * min(1, (step - warmup_steps + 1) / ramp_steps)``.
@@ -529,7 +529,7 @@ def synth_loss_weight(step: int, nu: float, warmup_steps: int, ramp_steps: int) 
 
 def synth_subset(batch_size: int, fraction: float, generator: torch.Generator | None = None,
                  minimum: int = 1) -> Tensor:
-    """Indices of the samples whose pair is synthesized in this step (METHOD.md step 7).
+    """Indices of the samples whose pair is synthesized in this step (docs/method.md step 7).
 
     ``round(fraction * batch_size)`` distinct indices drawn at random, at least ``minimum`` (capped at the batch)
     when ``fraction > 0`` (so a small batch still gets a pair; SimSiam's BatchNorm needs 2), none when

@@ -512,7 +512,7 @@ def finished_message(output_dir, training_args, prog: str = "fgssl") -> str | No
 # --------------------------------------------------------------------------------------------- the lock
 
 
-def _process_start(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
@@ -528,7 +528,7 @@ def _alive(pid: int, started: str | None) -> bool:
         pass
     except OSError:
         return False
-    now = _process_start(pid)
+    now = process_start_time(pid)
     return started is None or now is None or now == started  # another process with a recycled pid: not alive
 
 
@@ -555,7 +555,7 @@ class RunLock:
                              "write to.") from err
         if not os.access(folder, os.W_OK | os.X_OK):
             raise UsageError(f"--output_dir {folder} is not writable; pass a folder you can write to.")
-        me = {"pid": os.getpid(), "started": _process_start(os.getpid())}
+        me = {"pid": os.getpid(), "started": process_start_time(os.getpid())}
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

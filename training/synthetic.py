@@ -428,7 +428,7 @@ def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_clas
 
 
 #: The generator's parameters and their defaults: the cache key of `default_dataset`.
-_GENERATOR_SIGNATURE = inspect.signature(make_fine_grained_dataset)
+GENERATOR_SIGNATURE = inspect.signature(make_fine_grained_dataset)
 
 
 def _default_cache_root() -> Path:
@@ -442,7 +442,7 @@ def default_dataset(cache_dir=None, **kwargs) -> datasets.DatasetDict:
     """The synthetic dataset with `make_fine_grained_dataset` defaults (overridden by kwargs),
     generated once, saved under <cache_dir or ~/.cache/fgssl>/synthetic-<hash of the parameters> and
     loaded from there afterwards (load_from_disk, so later decoding is cached by datasets too)."""
-    params = _GENERATOR_SIGNATURE.bind(**kwargs)  # TypeError on an unknown argument
+    params = GENERATOR_SIGNATURE.bind(**kwargs)  # TypeError on an unknown argument
     params.apply_defaults()
     key = json.dumps({**params.arguments, "generator_version": GENERATOR_VERSION}, sort_keys=True)
     root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_root()

@@ -1,6 +1,6 @@
-"""`FGSSLTrainer`: a transformers `Trainer` whose `compute_loss` is one training step of METHOD.md.
+"""`FGSSLTrainer`: a transformers `Trainer` whose `compute_loss` is one training step of docs/method.md.
 
-`compute_loss` reads top to bottom like METHOD.md's "One training step"; each step is a function of
+`compute_loss` reads top to bottom like docs/method.md's "One training step"; each step is a function of
 `training/objective.py`. The base objective is the model's (`config.base`): MoCo v2 or SimSiam. With MoCo, once
 per optimiser step (not per micro-batch) a callback updates the momentum branch and pushes the keys of the whole
 step (gathered from every process) into the queue, so gradient accumulation of n x B and steps of n*B do the same
@@ -37,7 +37,7 @@ METHOD_ALIASES = {"plain": "moco"}
 
 @dataclass
 class ObjectiveArguments:
-    """Knobs of the objective (METHOD.md); every [choice] of METHOD.md is one of them."""
+    """Knobs of the objective (docs/method.md); every [choice] of docs/method.md is one of them."""
 
     method: str = field(
         default="fgssl",
@@ -162,7 +162,7 @@ class ObjectiveArguments:
 
 
 class GradCamInputs(NamedTuple):
-    """What the Grad-CAM criteria differentiate (METHOD.md step 3): a scalar `loss` whose gradient row i with respect
+    """What the Grad-CAM criteria differentiate (docs/method.md step 3): a scalar `loss` whose gradient row i with respect
     to `features` (h, B x C) or `feature_map` (A, B x C x H x W) is sample i's own gradient of L_C."""
 
     loss: torch.Tensor
@@ -179,7 +179,7 @@ def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
 
 
 class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
-    """Trainer for `FGSSLForPreTraining` with the objective of METHOD.md (`method="fgssl"`) or a baseline.
+    """Trainer for `FGSSLForPreTraining` with the objective of docs/method.md (`method="fgssl"`) or a baseline.
 
     Batches hold `pixel_values` as uint8 (decoded and resized once by `training.data`); the two augmented views are
     drawn on the training device. Every save (checkpoints, final folder) also writes the image processor
@@ -247,7 +247,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         return self.accelerator.autocast()
 
     # ------------------------------------------------------------------------------------------------------------
-    # One training step (METHOD.md), read top to bottom.
+    # One training step (docs/method.md), read top to bottom.
     # ------------------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         oa = self.objective_args
@@ -323,7 +323,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         return out, loss_ssl, {"loss_ssl": loss_ssl.detach(), "output_std": obj.output_std(z1)}
 
     def gradcam_inputs(self, core, out, loss_ssl) -> GradCamInputs:
-        """The loss, h and A that the Grad-CAM criteria differentiate (METHOD.md step 3; LCR's map).
+        """The loss, h and A that the Grad-CAM criteria differentiate (docs/method.md step 3; LCR's map).
 
         MoCo: L_C itself, on the forward's own h and A (sample i's loss depends on its own query only). SimSiam:
         the heads' BatchNorm couples the samples, so one gradient of L_C mixes every sample's loss into each row;
@@ -381,14 +381,14 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         return loss, terms
 
     def _synthesized_pair_loss(self, core, perturbed, original):
-        """L_Cp (METHOD.md step 7) of the images decoded from h' (`perturbed`) and h (`original`), n x 3 x S x S.
+        """L_Cp (docs/method.md step 7) of the images decoded from h' (`perturbed`) and h (`original`), n x 3 x S x S.
 
         MoCo: the perturbed image is the query, the original one the key of the momentum branch, the other
         synthesized keys the negatives. SimSiam: both through the encoder and heads, its symmetric loss. With
         `synth_recompute` the online pass over the synthesized images is recomputed in backward instead of keeping
         its activations (activation checkpointing).
         """
-        perturbed, original = self._to_input_size(perturbed), self._to_input_size(original)
+        perturbed, original = self.to_input_size(perturbed), self.to_input_size(original)
         if core.config.base == "simsiam":
             def pair_loss(a, b):
                 pair = core(pixel_values=a, key_pixel_values=b)
@@ -406,7 +406,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
             return checkpoint(fn, *inputs, use_reentrant=False)
         return fn(*inputs)
 
-    def _to_input_size(self, images: torch.Tensor) -> torch.Tensor:
+    def to_input_size(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded images (S x S) are resized up to the encoder's input size before they are encoded."""
         if images.shape[-1] == self.image_size:
             return images
