@@ -732,7 +732,7 @@ def notes_for(args: argparse.Namespace, results: dict) -> list[str]:
                   if not (r["budget"] == "equal_time" and r["method"] == reference))
     notes = [
         f"Config `{Path(args.config).relative_to(REPO) if Path(args.config).is_relative_to(REPO) else args.config}`, "
-        f"overrides `{shlex.join(args.extra) or '(none)'}`, seeds {args.seeds}. Labels unused for pre-training; "
+        f"overrides `{repo_relative(shlex.join(args.extra)) or '(none)'}`, seeds {args.seeds}. Labels unused for pre-training; "
         "evaluation = each run's final checkpoint on the test split (fixed protocol; the linear probe's C is chosen "
         "on a validation part of train; no selection on test).",
     ]
