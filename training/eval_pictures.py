@@ -135,11 +135,7 @@ def save_retrieval_sheet(images, labels, features, path, queries=None, k: int = 
     precision = float(np.mean(labels[neighbours] == labels[queries][:, None])) if neighbours.size else float("nan")
     fig.suptitle((title + "\n" if title else "") + f"top-{cols - 1} neighbours of {rows} fixed test queries "
                  f"(green: same class; {100 * precision:.0f} % of those shown)", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def save_embedding_map(features, labels, path, label_names=None, seed: int = 0, title: str = "") -> Path:
@@ -165,11 +161,7 @@ def save_embedding_map(features, labels, path, label_names=None, seed: int = 0, 
     ax.set_yticks([])
     ax.set_title((title + "\n" if title else "") + f"{len(labels)} test embeddings, {len(classes)} classes "
                  f"({method})", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def under_benchmark_results(path) -> bool:
@@ -227,3 +219,13 @@ def log_pictures_to_tensorboard(paths: dict, log_dir, step: int = 0, prefix: str
 
 __all__ = ["EMBEDDING_PNG", "RETRIEVAL_PNG", "embedding_2d", "log_pictures_to_tensorboard", "nearest_neighbours",
            "sample_queries", "save_embedding_map", "save_retrieval_sheet", "write_eval_pictures"]
+
+
+def _save_figure(fig, path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns its path."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
