@@ -120,7 +120,7 @@ def refuse_uncached_hub_model(flag: str, value: str | None) -> None:
     if not value or _looks_like_local_path(str(value)) or os.path.exists(os.path.expanduser(str(value))):
         return
     if flag == "backbone":
-        from .pretrain import backbone_presets
+        from .backbones import backbone_presets
 
         if value in backbone_presets():
             return
@@ -149,7 +149,7 @@ def refuse_no_training(training_args) -> None:
 def refuse_too_small_image(config, image_size: int, source: str) -> None:
     """UsageError when `image_size` is below the total stride of the backbone of `config` (an fgssl config or a
     plain backbone's): its final feature map would be empty."""
-    from .pretrain import final_feature_map_side
+    from .backbones import final_feature_map_side
 
     backbone_config = getattr(config, "backbone_config", None) or config
     try:

@@ -30,7 +30,7 @@ CARD_END = "<!-- fgssl-report: end -->"
 
 def start_label(model_args) -> str:
     """How the starting encoder is named: "random init" for a backbone preset, else where its weights came from."""
-    from .pretrain import backbone_presets
+    from .backbones import backbone_presets
 
     if getattr(model_args, "model_name_or_path", None):
         return f"start ({model_args.model_name_or_path})"
@@ -43,7 +43,7 @@ def starting_model(model_args, method: str, seed: int):
     """The model `run_pretraining` starts from: `build_model` after `set_seed(seed)`, as the run does."""
     from transformers import set_seed
 
-    from .pretrain import build_model
+    from .backbones import build_model
 
     set_seed(seed)
     return build_model(model_args, method)
