@@ -392,6 +392,10 @@ INIT_GRID_RECIPES = {
 # from-scratch grid chose (benchmarks/results/cub100_s16/grid); sigma, mask, noise scale and L_R's target keep the
 # centre's values. Add entries here to search more.
 INIT_GRID_VARIATIONS = {"decoder_input": ["pooled"]}
+#: Stage 3 ("which layers train", the first bar's last question): the chosen recipe with the stem and the first N
+#: backbone stages frozen (`--freeze_stages`), scored against the initialisation alone like stage 1. Reported beside
+#: the choice; it does not change the knobs the test rows were run with (they were chosen before it was added).
+INIT_GRID_LAYERS = {"freeze=1": {"freeze_stages": "1"}, "freeze=2": {"freeze_stages": "2"}}
 
 
 def _knob_argv(knobs: dict) -> list[str]:
@@ -494,6 +498,19 @@ def run_init_grid(args: argparse.Namespace) -> dict:
         n, p = evaluation["num_images"]["test"], moco["metrics"]["linear_top1"]
         result.update(learning_rate_scores=lr_scores, scores=scores, best=best, chosen=chosen, holdout_images=n,
                       linear_top1_standard_error=math.sqrt(p * (1 - p) / n))
+        if args.layers:
+            layer_scores = {}
+            for layers, knobs in INIT_GRID_LAYERS.items():
+                name = f"moco {best_recipe},{layers}"
+                spec = RunSpec(name, seed, "grid", runs_dir / f"moco-{recipe_tag(best_recipe)}-{recipe_tag(layers)}-seed{seed}")
+                argv = [args.config, *args.extra, *holdout, "--method", "moco",
+                        *_knob_argv({**INIT_GRID_RECIPES[best_recipe], **knobs}), "--seed", str(seed),
+                        "--output_dir", str(spec.run_dir)]
+                records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
+                if records[name].get("status") == "done":
+                    layer_scores[name] = relative_gain(records[name]["metrics"], done["generic-init"]["metrics"])
+                    done[name] = records[name]
+            result.update(layers=INIT_GRID_LAYERS, layer_scores=layer_scores)
     result["runs"] = list(records.values())
     out = Path(args.out) / "grid"
     out.mkdir(parents=True, exist_ok=True)
@@ -521,7 +538,8 @@ def grid_markdown(result: dict, done: dict) -> str:
                 "with that recipe and are scored against its moco row." if "learning_rates" in result else ""), "",
              "| run | " + " | ".join(METRICS) + " | score | steps | train min |", "|---" * (len(METRICS) + 4) + "|"]
     for name, r in done.items():
-        score = result.get("scores", {}).get(name, result.get("learning_rate_scores", {}).get(name))
+        score = result.get("scores", {}).get(name, result.get("learning_rate_scores", {}).get(
+            name, result.get("layer_scores", {}).get(name)))
         lines.append(f"| {name} | " + " | ".join(f"{100 * r['metrics'][m]:.2f}" for m in METRICS)
                      + f" | {'' if score is None else f'{100 * score:+.1f} %'} | {r.get('global_step')} | "
                      f"{(r.get('train_runtime') or 0) / 60:.1f} |")
@@ -530,6 +548,11 @@ def grid_markdown(result: dict, done: dict) -> str:
                       f"standard error of about {100 * result['linear_top1_standard_error']:.1f} points, so single "
                       "differences below about twice that are noise.",
                   "", f"Best: `{result['best']}`. Chosen knobs for the test-split benchmark: {result['chosen']}."]
+    if result.get("layer_scores"):
+        lines += ["", "Which layers train (`--layers`, run after the choice, scored against `generic-init` like the "
+                      "recipes; the rows ending in `freeze=N` keep the stem and the first N stages frozen): "
+                  + ", ".join(f"{n.split(',')[-1]} {100 * v:+.1f} %" for n, v in result["layer_scores"].items())
+                  + "; they do not change the chosen knobs."]
     return "\n".join(lines) + "\n"
 
 
@@ -548,6 +571,9 @@ def parse_cli(argv=None) -> argparse.Namespace:
                                                     'to every run, random init included).')
     parser.add_argument("--out", default="benchmarks/results/cub100", help="Where results.json/.md/.png go.")
     parser.add_argument("--runs_dir", default="outputs/bench/cub100", help="Run folders (keep under outputs/).")
+    parser.add_argument("--layers", action="store_true",
+                        help="With --grid --init: also run the chosen recipe with the first stages frozen "
+                             "(INIT_GRID_LAYERS), scored against the initialisation alone.")
     parser.add_argument("--equal_time_reference", default="moco",
                         help="Method whose training time the equal_time runs match; 'none' skips them.")
     parser.add_argument("--equal_time_methods", default="",
