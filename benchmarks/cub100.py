@@ -51,17 +51,25 @@ import json
 import math
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make `training`, `modeling` and `benchmarks` importable
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 
-from benchmarks.summarize import METRICS, repo_relative_paths, write_summary  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    comma_list,
+    fgssl_command,
+    knob_argv,
+    repo_relative,
+    repo_relative_paths,
+    resolve_path,
+    run_logged,
+    write_json,
+)
+from benchmarks.summarize import METRICS, write_summary  # noqa: E402
 
 DEFAULT_CONFIG = "configs/cub100_cpu.yaml"
 #: Benchmark method name -> pretrain arguments. The simsiam rows: the same methods on the SimSiam base.
@@ -140,18 +148,13 @@ def check_run_dir(spec: RunSpec, argv: list[str], write: bool = True) -> None:
             )
     elif write:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"argv": argv}, indent=2) + "\n")
+        write_json(record, {"argv": argv})
 
 
 def _last_global_step(run_dir: Path) -> int | None:
     """The global step of the latest checkpoint-*/trainer_state.json (pretrain's final save writes none)."""
     states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     return int(json.loads(states[-1].read_text())["global_step"]) if states else None
-
-
-def repo_relative(text: str) -> str:
-    """`text` with this machine's paths made relative to the repository (results never record them)."""
-    return str(text).replace(sys.executable, "python").replace(str(REPO) + "/", "").replace(str(REPO), ".")
 
 
 def collect_record(spec: RunSpec) -> dict:
@@ -192,7 +195,7 @@ def launch(spec: RunSpec, config: str, extra: list[str], dry_run: bool = False,
 def launch_argv(spec: RunSpec, argv: list[str], dry_run: bool = False, keep_checkpoints: bool = False) -> dict:
     """Run `fgssl.training.pretrain argv` for `spec` unless its evaluation already exists; return its record."""
     # The benchmark evaluates the random-init encoders itself (one row per seed): no second evaluation per run.
-    command = [sys.executable, "-m", "fgssl.training.pretrain", *argv, "--compare_with_start", "false"]
+    command = fgssl_command("pretrain", [*argv, "--compare_with_start", "false"])
     if (spec.run_dir / "eval_results.json").is_file():
         check_run_dir(spec, argv, write=False)
         print(f"[skip] {spec.name}: {spec.run_dir}/eval_results.json exists", flush=True)
@@ -204,12 +207,8 @@ def launch_argv(spec: RunSpec, argv: list[str], dry_run: bool = False, keep_chec
     check_run_dir(spec, argv)
     resumed = any(spec.run_dir.glob("checkpoint-*"))
     print(f"[run] {spec.name}{' (resuming)' if resumed else ''}: log in {spec.run_dir}/log.txt", flush=True)
-    started = time.time()
-    with open(spec.run_dir / "log.txt", "a") as log:
-        log.write(f"\n$ {shlex.join(command)}\n")
-        log.flush()
-        code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    meta = {"process_seconds": round(time.time() - started, 1), "resumed": resumed,
+    code, seconds = run_logged(command, spec.run_dir / "log.txt", echo=True)
+    meta = {"process_seconds": round(seconds, 1), "resumed": resumed,
             "command": repo_relative(shlex.join(command)), "returncode": code}
     if code != 0:
         meta["error"] = f"exit code {code}; see {spec.run_dir}/log.txt"
@@ -218,7 +217,7 @@ def launch_argv(spec: RunSpec, argv: list[str], dry_run: bool = False, keep_chec
         # The final model, encoder and decoder stay; the Trainer checkpoints (optimizer state) only served resuming.
         for checkpoint in spec.run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint, ignore_errors=True)
-    (spec.run_dir / "bench_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(spec.run_dir / "bench_meta.json", meta)
     record = collect_record(spec)
     shown = ", ".join(f"{m}={100 * v:.2f}" for m, v in record.get("metrics", {}).items() if v is not None)
     print(f"      {record['status']} in {meta['process_seconds'] / 60:.1f} min {shown}", flush=True)
@@ -243,7 +242,7 @@ def evaluate_random_init(spec: RunSpec, config: str, extra: list[str], dry_run: 
         started = time.time()
         random_init_evaluation(argv, spec.run_dir)
         meta = {"process_seconds": round(time.time() - started, 1), "resumed": False, "command": "in-process"}
-        (spec.run_dir / "bench_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(spec.run_dir / "bench_meta.json", meta)
     record = collect_record(spec)
     record.update(train_runtime=0.0, global_step=0)
     return record
@@ -335,14 +334,6 @@ def started_max_steps(run_dir: Path) -> int | None:
     return int(argv[positions[-1] + 1]) if positions else None
 
 
-def resolve_path(path: str, base: Path = REPO) -> Path:
-    """An absolute path: as given if it exists from the current folder, else relative to `base` (the repo)."""
-    candidate = Path(path).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return candidate.resolve()
-    return (base / candidate).resolve()
-
-
 # --------------------------------------------------------------------------------------------- continued
 
 
@@ -363,15 +354,12 @@ def continued_extra(args: argparse.Namespace, base: Path) -> list[str]:
 
 def grid_points() -> list[tuple[str, list[str]]]:
     """(name, pretrain overrides) of the grid: the centre, each knob varied alone, and the two references."""
-    def argv(knobs):
-        return [a for name, value in knobs.items() for a in (f"--{name}", value)]
-
     # The references and the centre first: a grid cut short still holds the comparison that matters most.
-    points = [("moco", ["--method", "moco"]), ("center", ["--method", "fgssl", *argv(GRID_CENTER)]),
-              ("center+random-mask", ["--method", "fgssl", *argv({**GRID_CENTER, "mask_mode": "random"})])]
+    points = [("moco", ["--method", "moco"]), ("center", ["--method", "fgssl", *knob_argv(GRID_CENTER)]),
+              ("center+random-mask", ["--method", "fgssl", *knob_argv({**GRID_CENTER, "mask_mode": "random"})])]
     for knob, values in GRID_VARIATIONS.items():
         for value in values:
-            points.append((f"{knob}={value}", ["--method", "fgssl", *argv({**GRID_CENTER, knob: value})]))
+            points.append((f"{knob}={value}", ["--method", "fgssl", *knob_argv({**GRID_CENTER, knob: value})]))
     return points
 
 
@@ -398,10 +386,6 @@ INIT_GRID_VARIATIONS = {"decoder_input": ["pooled"]}
 INIT_GRID_LAYERS = {"freeze=1": {"freeze_stages": "1"}, "freeze=2": {"freeze_stages": "2"}}
 
 
-def _knob_argv(knobs: dict) -> list[str]:
-    return [a for name, value in knobs.items() for a in (f"--{name}", value)]
-
-
 def recipe_tag(name: str) -> str:
     """A stage-1 recipe's name as a folder tag: "lr=1e-4,epochs=30" -> "lr1e-4-epochs30"."""
     return name.replace("=", "").replace(",", "-")
@@ -409,12 +393,12 @@ def recipe_tag(name: str) -> str:
 
 def init_grid_points(recipe: dict) -> list[tuple[str, list[str]]]:
     """Stage 2 of the init grid with the chosen recipe: the centre, its random mask, one knob at a time."""
-    base = ["--method", "fgssl", *_knob_argv(recipe)]
-    points = [("center", [*base, *_knob_argv(GRID_CENTER)]),
-              ("center+random-mask", [*base, *_knob_argv({**GRID_CENTER, "mask_mode": "random"})])]
+    base = ["--method", "fgssl", *knob_argv(recipe)]
+    points = [("center", [*base, *knob_argv(GRID_CENTER)]),
+              ("center+random-mask", [*base, *knob_argv({**GRID_CENTER, "mask_mode": "random"})])]
     for knob, values in INIT_GRID_VARIATIONS.items():
         for value in values:
-            points.append((f"{knob}={value}", [*base, *_knob_argv({**GRID_CENTER, knob: value})]))
+            points.append((f"{knob}={value}", [*base, *knob_argv({**GRID_CENTER, knob: value})]))
     return points
 
 
@@ -452,7 +436,7 @@ def run_grid(args: argparse.Namespace) -> dict:
         result.update(holdout_images=n, linear_top1_standard_error=math.sqrt(p * (1 - p) / n))
     out = Path(args.out) / "grid"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "grid.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out / "grid.json", result, default=str)
     (out / "grid.md").write_text(grid_markdown(result, done))
     print((out / "grid.md").read_text())
     return result
@@ -468,7 +452,7 @@ def run_init_grid(args: argparse.Namespace) -> dict:
     for recipe, knobs in INIT_GRID_RECIPES.items():
         name = f"moco {recipe}"
         spec = RunSpec(name, seed, "grid", runs_dir / f"moco-{recipe_tag(recipe)}-seed{seed}")
-        argv = [args.config, *args.extra, *holdout, "--method", "moco", *_knob_argv(knobs), "--seed", str(seed),
+        argv = [args.config, *args.extra, *holdout, "--method", "moco", *knob_argv(knobs), "--seed", str(seed),
                 "--output_dir", str(spec.run_dir)]
         records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
     if args.dry_run:
@@ -504,7 +488,7 @@ def run_init_grid(args: argparse.Namespace) -> dict:
                 name = f"moco {best_recipe},{layers}"
                 spec = RunSpec(name, seed, "grid", runs_dir / f"moco-{recipe_tag(best_recipe)}-{recipe_tag(layers)}-seed{seed}")
                 argv = [args.config, *args.extra, *holdout, "--method", "moco",
-                        *_knob_argv({**INIT_GRID_RECIPES[best_recipe], **knobs}), "--seed", str(seed),
+                        *knob_argv({**INIT_GRID_RECIPES[best_recipe], **knobs}), "--seed", str(seed),
                         "--output_dir", str(spec.run_dir)]
                 records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
                 if records[name].get("status") == "done":
@@ -514,7 +498,7 @@ def run_init_grid(args: argparse.Namespace) -> dict:
     result["runs"] = list(records.values())
     out = Path(args.out) / "grid"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "grid.json").write_text(json.dumps(repo_relative_paths(result), indent=2, default=str) + "\n")
+    write_json(out / "grid.json", repo_relative_paths(result), default=str)
     (out / "grid.md").write_text(grid_markdown(result, done))
     print((out / "grid.md").read_text())
     return result
@@ -525,7 +509,7 @@ def knobs_from_grid(path: Path) -> list[str]:
     result = json.loads(Path(path).read_text())
     if "chosen" not in result:
         raise SystemExit(f"{path} holds no choice yet (the grid did not finish); run the grid first.")
-    return [a for name, value in result["chosen"].items() for a in (f"--{name}", str(value))]
+    return knob_argv(result["chosen"])
 
 
 def grid_markdown(result: dict, done: dict) -> str:
@@ -609,17 +593,17 @@ def parse_cli(argv=None) -> argparse.Namespace:
     parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
     parser.add_argument("--title", default="cub100: moco vs lcr vs fgssl vs fgssl-random (from scratch, 2 CPU cores)")
     args = parser.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.methods = comma_list(args.methods)
     unknown = [m for m in args.methods if m not in METHOD_ARGS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHOD_ARGS)}")
-    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    args.budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    args.seeds = comma_list(args.seeds, int)
+    args.budgets = comma_list(args.budgets)
     unknown = [b for b in args.budgets if b not in ("equal_epochs", "equal_time", "continued")]
     if unknown:
         parser.error(f"unknown --budgets {unknown}; choose from equal_epochs, equal_time, continued")
     if args.equal_time_methods:
-        args.equal_time_methods = [m.strip() for m in args.equal_time_methods.split(",") if m.strip()]
+        args.equal_time_methods = comma_list(args.equal_time_methods)
         unknown = [m for m in args.equal_time_methods if m not in args.methods or m == args.equal_time_reference]
         if unknown:
             parser.error(f"--equal_time_methods {unknown}: each must be among --methods and not the reference")
@@ -633,7 +617,7 @@ def parse_cli(argv=None) -> argparse.Namespace:
                                                            if item.strip())}
     except ValueError:
         parser.error(f"--step_cost must look like 'moco=1,fgssl=1.8', got {args.step_cost!r}")
-    args.calibrate_methods = [m.strip() for m in args.calibrate_methods.split(",") if m.strip()]
+    args.calibrate_methods = comma_list(args.calibrate_methods)
     unknown = [m for m in args.calibrate_methods if m not in METHOD_ARGS]
     if unknown:
         parser.error(f"unknown --calibrate_methods {unknown}; choose from {', '.join(METHOD_ARGS)}")
@@ -745,7 +729,7 @@ def calibrate(args: argparse.Namespace) -> dict:
             print(f"  {method}: {run.get('status')} ({run.get('error')})")
     out = Path(args.out) / "calibration" / f"{tag}-seed{seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(repo_relative_paths(verdict), indent=2, default=str) + "\n")
+    write_json(out, repo_relative_paths(verdict), default=str)
     print(f"  wrote {out}")
     return verdict
 

@@ -8,13 +8,7 @@
 #   6. the equal wall-clock budget: every method re-trained with moco's training time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-benchmarks/results/cub100_init}
-RUNS=${RUNS:-outputs/bench/cub100_init}
-METHODS=${METHODS:-moco,fgssl,fgssl-random,simsiam,simsiam-fgssl,lcr}
-SEEDS=${SEEDS:-0,1,2}
-INIT=${INIT:-outputs/bench/generic_init/resnet-s16-cpu-sup-e18-lr0.002-s0/backbone}
-TITLE="cub100 from the generic initialisation (tinyimagenet200, resnet-s16-cpu, 64 px, 2 CPU cores)"
+source benchmarks/cub100_init_settings.sh  # PYTHON OUT RUNS METHODS SEEDS INIT TITLE
 
 $PYTHON benchmarks/mechanism.py --config configs/cub100_init_cpu.yaml --init "$INIT" \
     --knobs_from "$OUT/grid/grid.json" --runs_dir "$RUNS" --out "$OUT/mechanism" \

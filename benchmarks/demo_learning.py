@@ -21,16 +21,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 
+from benchmarks.common import REPO, comma_list, fgssl_command, repo_relative_paths, run_logged, write_json  # noqa: E402
 from benchmarks.summarize import mean_std  # noqa: E402
 from fgssl.training.evaluation import json_safe  # noqa: E402
 
@@ -42,8 +40,8 @@ BUDGET_S = 180.0
 
 
 def repo_relative(path) -> str:
-    path = Path(path).resolve()
-    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
+    """A path as the results record it: relative to the repository (or ../ of it), else its name."""
+    return repo_relative_paths(str(Path(path).resolve()))
 
 
 def machine_info() -> dict:
@@ -61,7 +59,7 @@ def machine_info() -> dict:
 def run_seed(seed: int, out_root: Path, dry_run: bool = False) -> dict:
     """One demo run: a fresh folder, an empty dataset cache, the no-argument command plus --seed / --output_dir."""
     run_dir = out_root / f"seed-{seed}"
-    command = [sys.executable, "-m", "fgssl.training.pretrain", "--seed", str(seed), "--output_dir", str(run_dir)]
+    command = fgssl_command("pretrain", ["--seed", str(seed), "--output_dir", str(run_dir)])
     record = {"seed": seed, "run_dir": repo_relative(run_dir),
               "command": " ".join(["python", *command[1:4], str(seed), command[5], repo_relative(run_dir)])}
     if dry_run:
@@ -72,13 +70,10 @@ def run_seed(seed: int, out_root: Path, dry_run: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="fgssl-demo-cache-") as cache:
         env = {**os.environ, "FGSSL_CACHE": cache}
         load_before = [round(x, 2) for x in os.getloadavg()]
-        start = time.perf_counter()
-        with open(run_dir / "stdout.txt", "w") as log:
-            proc = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        seconds = time.perf_counter() - start
-    record.update(returncode=proc.returncode, process_seconds=round(seconds, 1), load_average_before=load_before,
+        returncode, seconds = run_logged(command, run_dir / "stdout.txt", mode="w", env=env)
+    record.update(returncode=returncode, process_seconds=round(seconds, 1), load_average_before=load_before,
                   load_average_after=[round(x, 2) for x in os.getloadavg()])
-    if proc.returncode != 0:
+    if returncode != 0:
         record["status"] = "failed"
         return record
     run = json.loads((run_dir / "eval_results.json").read_text())
@@ -169,7 +164,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--results", default="benchmarks/results/demo", help="Where results.{json,md} go.")
     parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = comma_list(args.seeds, int)
     out_root, results_dir = REPO / args.out_root, REPO / args.results
     started = time.perf_counter()
     records = []
@@ -191,7 +186,7 @@ def main(argv=None) -> dict:
     if first:
         shutil.copy2(REPO / first["pictures"], results_dir / "pairs.png")
         result["pairs"] = repo_relative(results_dir / "pairs.png")
-    (results_dir / "results.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    write_json(results_dir / "results.json", json_safe(result))
     (results_dir / "results.md").write_text(markdown(result))
     print(markdown(result))
     return result

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 
-from benchmarks.summarize import repo_relative_paths  # noqa: E402
+from benchmarks.common import fgssl_command, machine_summary, repo_relative_paths, run_logged, write_json  # noqa: E402
 
 DEFAULT_DATASET = "../shared/data/tinyimagenet200"
 #: The recipe (AdamW, cosine schedule): batch 128 as in the issue's first try; the rest chosen on validation of
@@ -105,12 +100,6 @@ def export_backbone(finetune_dir: Path, folder: Path, image_size: int) -> None:
     build_image_processor(image_size).save_pretrained(folder)
 
 
-def machine() -> str:
-    import os
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
-
-
 def generic_init(args: argparse.Namespace) -> dict:
     """Steps 1-3 for one backbone, each skipped when its output exists; returns the row."""
     run_dir = Path(args.runs_dir) / run_name(args)
@@ -123,17 +112,14 @@ def generic_init(args: argparse.Namespace) -> dict:
         save_random_backbone(args.backbone, args.image_size, args.seed, random_dir)
     results_path = finetune_dir / "finetune_results.json"
     argv = finetune_argv(args, random_dir, finetune_dir)
-    command = [sys.executable, "-m", "fgssl.training.finetune", *argv]
-    started, minutes = time.time(), None
+    command = fgssl_command("finetune", argv)
     if not results_path.is_file():
         finetune_dir.mkdir(parents=True, exist_ok=True)
         print(f"[run] {shlex.join(command)}\n      log: {finetune_dir}/log.txt", flush=True)
-        with open(finetune_dir / "log.txt", "a") as log:
-            code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        code, seconds = run_logged(command, finetune_dir / "log.txt")
         if code != 0:
             raise SystemExit(f"fgssl-finetune failed (exit {code}); see {finetune_dir}/log.txt")
-        minutes = (time.time() - started) / 60
-        (finetune_dir / "minutes.json").write_text(json.dumps({"minutes": minutes, "machine": machine()}) + "\n")
+        write_json(finetune_dir / "minutes.json", {"minutes": seconds / 60, "machine": machine_summary()}, indent=None)
     timing = json.loads((finetune_dir / "minutes.json").read_text()) if (finetune_dir / "minutes.json").is_file() else {}
     if not (backbone_dir / "model.safetensors").is_file():
         export_backbone(finetune_dir, backbone_dir, args.image_size)
@@ -147,7 +133,7 @@ def generic_init(args: argparse.Namespace) -> dict:
         "command": shlex.join(command),
     }
     row = repo_relative_paths(row)
-    row_path.write_text(json.dumps(row, indent=2) + "\n")
+    write_json(row_path, row)
     return row
 
 
@@ -158,7 +144,7 @@ def write_table(row: dict, out: Path) -> None:
     rows = json.loads(path.read_text())["rows"] if path.is_file() else []
     key = lambda r: (r["backbone"], r["tag"], r["epochs"], r["learning_rate"], r["seed"])  # noqa: E731
     rows = [r for r in rows if key(r) != key(row)] + [row]
-    path.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    write_json(path, {"rows": rows})
     lines = ["# Generic initialisation on tinyimagenet200 (the stand-in for ImageNet weights)", "",
              "Trained with `python benchmarks/generic_init.py` (fgssl-finetune --method full, AdamW, cosine, "
              "64 px, train split: 250 images a class, 202 classes); top-1 on the validation split (50 a class, "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check, at most ~9 minutes on one H100/H200 (every stage has its own time limit, and a global
-# deadline, DEADLINE_S (default 510 s), cuts the later stages short so that the results are always collected inside
-# the device tool's 10-minute call). Stages in order of priority:
+# One prepared GPU check of what fgssl costs and does on a GPU, at most ~9 minutes on one H100/H200 (every stage has
+# its own time limit, and a global deadline, DEADLINE_S (default 510 s), cuts the later stages short so that the
+# results are always collected within 10 minutes). Stages in order of priority:
 #   1. environment: GPU, driver, library versions (nvidia-smi);
 #   1b. the paper's backbone first: ResNet-50 at 224 px in bf16 with the recipe's model settings
 #      (configs/cub200_resnet50_mocov2_gpu.yaml; random init, same cost as microsoft/resnet-50): moco, fgssl f = 1.0
@@ -14,15 +14,15 @@
 #   4. the step cost of both backbones with torch.compile of the encoders and decoder (--compile), moco vs fgssl-1.0;
 #      and ViT-S/16 with the whole objective under autocast (--autocast step), as time allows.
 #
-#   bash benchmarks/gpu_check.sh prepare   # HERE (CPU machine with the package registry), once, before the GPU call:
-#                                          # wheels the GPU image lacks -> .whl/, a 112 px copy of cub100 -> .gpu_data/
-#   bash benchmarks/gpu_check.sh           # on the GPU machine (device tool: carry [".whl", ".gpu_data/cub100.tar"])
+#   bash benchmarks/gpu_check.sh prepare   # once, on a machine with network access and cub100: the packages the GPU
+#                                          # machine lacks as wheels -> .whl/, a 112 px copy of cub100 -> .gpu_data/
+#   bash benchmarks/gpu_check.sh           # on the GPU machine, with .whl/ and .gpu_data/cub100.tar in the checkout
 #   DRY_RUN=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh   # the same logic on CPU, tiny sizes
 #
-# Writes at most 8 files (the device tool returns 8) under ${OUT:-benchmarks/results/gpu}: gpu_check_<card>.md
-# (summary, every step-cost table), gpu_check.log, the step-cost JSONs (ResNet-50 with and without Shuffle BN's
-# emulation, ViT-S/16, ConvNeXt-T) and cub100_run_<card>.json. No picture: the run's views are of cub100 images.
-# Installs nothing from the network: carried wheels only (pip --no-index).
+# Writes at most 8 files under ${OUT:-benchmarks/results/gpu}: gpu_check_<card>.md (summary, every step-cost table),
+# gpu_check.log, the step-cost JSONs (ResNet-50 with and without Shuffle BN's emulation, ViT-S/16, ConvNeXt-T) and
+# cub100_run_<card>.json. No picture: the run's views are of cub100 images.
+# Installs nothing from the network (the GPU machine may have none): the prepared wheels only (pip --no-index).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
@@ -31,11 +31,11 @@ DRY_RUN="${DRY_RUN:-0}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # ---------------------------------------------------------------------------------------------------------------
-# prepare (runs on the CPU machine, not on the GPU)
+# prepare (on a machine with network access, not on the GPU machine)
 # ---------------------------------------------------------------------------------------------------------------
 if [[ "${1:-}" == "prepare" ]]; then
     SRC="${CUB100:-$REPO/../shared/data/cub100}"
-    for ignored in /.whl/ /.gpu_data/; do  # local ignores (never committed); the device tool carries them
+    for ignored in /.whl/ /.gpu_data/; do  # local ignores: prepared inputs of the check, never committed
         grep -qxF "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
     done
     # The GPU image (python 3.12) has torch, accelerate, peft, huggingface_hub, pyarrow, sklearn, but an older
@@ -49,8 +49,8 @@ EOF
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .whl -r .whl/requirements.txt
-    # cub100 (66 MB) does not fit the 64 MiB the device tool carries beside the wheels: a copy with the shorter side
-    # at 112 px (the run's size) at JPEG quality 80, as one tar (about 22 MB).
+    # cub100 (66 MB) shrunk to what the check's run reads: the shorter side at 112 px (the run's size), JPEG quality
+    # 80, as one tar (about 22 MB) that travels to the GPU machine beside the wheels.
     "$PY" - "$SRC" .gpu_data/cub100 <<'EOF'
 import sys
 from pathlib import Path
@@ -73,10 +73,10 @@ for path in files:
     img.save(out, "JPEG", quality=80)
 print(f"{len(files)} images -> {dst}")
 EOF
-    # One archive: the device tool counts each small file's disk blocks, which nearly double the folder's size.
+    # One archive: as thousands of small files the copy takes nearly twice its size in disk blocks.
     tar -cf .gpu_data/cub100.tar -C .gpu_data cub100
     du -sh .whl .gpu_data/cub100.tar
-    echo "Prepared. On the GPU: device run with carry [\".whl\", \".gpu_data/cub100.tar\"] and command" \
+    echo "Prepared .whl/ and .gpu_data/cub100.tar. On the GPU machine, with both in the checkout:" \
          "'bash benchmarks/gpu_check.sh'."
     exit 0
 fi
@@ -114,7 +114,7 @@ run_stage() {
 
 # The wheels are for the GPU image (cp312); a dry run uses the local environment as it is.
 if [[ "$DRY_RUN" != "1" && -d .whl ]] && compgen -G ".whl/*.whl" > /dev/null; then
-    stage "installing carried wheels (no network)"
+    stage "installing the prepared wheels (no network)"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -148,7 +148,7 @@ for name in ("torch", "transformers", "accelerate", "diffusers", "datasets", "ko
         print(f"{name:>16} {importlib.import_module(name).__version__}")
     except Exception as err:  # report every missing package at once
         print(f"{name:>16} MISSING ({type(err).__name__}: {err}); run 'bash benchmarks/gpu_check.sh prepare' "
-              "here and carry .whl")
+              "on a machine with network access and bring its .whl/ here")
 if sys.argv[1] == "cuda":
     if not torch.cuda.is_available():
         sys.exit("torch sees no GPU")
@@ -191,7 +191,7 @@ if [[ -n "$DATA" ]]; then
         --compare_with_start false --linear_backend torch \
         "${RUN_ARGS[@]}"
 else
-    echo "!!! no cub100 data: run 'bash benchmarks/gpu_check.sh prepare' here and carry .gpu_data"
+    echo "!!! no cub100 data: run 'bash benchmarks/gpu_check.sh prepare' where cub100 is and bring its .gpu_data/ here"
     FAILED+=("cub100 data")
 fi
 

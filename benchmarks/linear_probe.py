@@ -13,7 +13,6 @@ backend's top-1, chosen C and median seconds, the difference in points and the t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
+
+from benchmarks.common import write_json  # noqa: E402
 
 
 def parse_cli(argv=None) -> argparse.Namespace:
@@ -72,7 +71,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"linear_probe_{summary['dataset']}_{device.type}"
-    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(stem.with_suffix(".json"), summary)
     lines = [f"# Linear probe: torch vs sklearn ({summary['dataset']}, {summary['encoder']}, {device.type})", "",
              f"Machine: {machine}. Features: train {summary['features'][0]} x {summary['features'][1]}, test "
              f"{summary['test_images']}. The same protocol (C from {{0.001, 0.01, 0.1, 1, 10}} on a validation "

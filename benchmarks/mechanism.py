@@ -136,31 +136,33 @@ def load_pretraining_run(run_dir: Path):
     return FGSSLForPreTraining.from_pretrained(str(run_dir)).eval()
 
 
-def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size: int, passes: int = 2,
+def mask_statistics(model, dataset, objective, image_size: int, batch_size: int, passes: int = 2,
                     seed: int = 0) -> dict:
     """Recompute fgssl's nuisance mask on a trained model as in training; return per-dim selection frequencies.
 
     For `passes` shuffled sweeps over `dataset` (decoded uint8 pixels), in batches of `batch_size` (incomplete
     last batch dropped, as in training): two augmented views, h = f(v1) and q = g(h), k = g_m(f_m(v2)), InfoNCE
-    against the model's queue (or in-batch), then the trainer's own steps 2-5 (`objective.nuisance_perturbation`)
-    with the running statistics the model was trained with (not updated here) and the union mode. Returns
+    against the model's queue (or in-batch) (the base objective's `frozen_gradcam_inputs`), then the trainer's own
+    steps 2-5 (`methods.perturbation_step`) with the knobs of `objective` (the run's ObjectiveArguments), the
+    running statistics the model was trained with (not updated here) and the union mode. Returns
     C-vectors: "union" (fraction of images whose union mask holds c), "gradcam" (same for G_i), "variance"
     (1 on V), plus "var" (the running variance) and "num_images".
     """
+    from dataclasses import replace
+
     import torch
 
-    from fgssl.training import objective as obj
-    from fgssl.training.trainer import ObjectiveArguments
+    from fgssl.training.bases import build_base_objective
+    from fgssl.training.methods import perturbation_step
 
-    known = set(ObjectiveArguments.__dataclass_fields__)
-    oa = ObjectiveArguments(**{k: v for k, v in objective.items() if k in known})
+    oa = replace(objective, mask_mode="union")
+    base = build_base_objective(oa, model)
     augment = oa.augmentation(image_size)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the views are drawn from torch's global generator
     pixels = torch.from_numpy(
         np.ascontiguousarray(dataset.with_format("numpy", columns=["pixel_values"])[:]["pixel_values"], dtype=np.uint8)
     )
-    queue = model.queue.detach().clone() if model.queue.shape[0] > 0 else None
     if int(model.variance_tracker.num_updates) == 0:
         # A model trained without fgssl (moco, lcr) never held the statistics: take them over one pass of views.
         for start in range(0, len(pixels) - batch_size + 1, batch_size):
@@ -171,17 +173,9 @@ def mask_statistics(model, dataset, objective: dict, image_size: int, batch_size
         order = torch.randperm(len(pixels), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             v1, v2 = augment(pixels[order[start : start + batch_size]])
-            with torch.no_grad():
-                h = model.encode(v1).pooler_output
-                k = model.momentum_encode(v2)
             # The backbone is frozen here: the Grad-CAM gradient only runs through the projector anyway.
-            h = h.detach().requires_grad_(True)
-            loss = obj.info_nce(model.project(h), k, queue, oa.temperature)
-            pert = obj.nuisance_perturbation(
-                loss, h, model.variance_tracker, rho_variance=oa.rho_variance, rho_gradcam=oa.rho_gradcam,
-                mask_mode="union", perturbation=oa.perturbation, sigma=oa.sigma, scale=oa.noise_scale,
-                update_statistics=False, generator=generator,
-            )
+            cam = base.frozen_gradcam_inputs(model, v1, v2)
+            pert = perturbation_step(model, cam, oa, update_statistics=False, generator=generator)
             unions.append(pert.mask)
             grad_masks.append(pert.gradcam_mask)
             var_mask = pert.variance_mask
@@ -284,9 +278,9 @@ def split_factors(dataset) -> dict[str, np.ndarray]:
     return {n: np.asarray(table[n]) for n in NUISANCE_FACTORS}
 
 
-def analyse_encoder(model, data, image_size: int, objective: dict | None, batch_size: int, passes: int,
-                    seed: int) -> dict:
-    """Per-dim statistics, mask frequencies (when `objective` is given) and encoder probes of one model."""
+def analyse_encoder(model, data, image_size: int, objective, batch_size: int, passes: int, seed: int) -> dict:
+    """Per-dim statistics, mask frequencies (when `objective`, the run's ObjectiveArguments, is given) and encoder
+    probes of one model."""
     from fgssl.training.evaluation import embed_dataset
 
     encoder = model.fgssl
@@ -341,13 +335,12 @@ def analysis_argv(bench: argparse.Namespace, record: dict) -> list[str]:
 
 def analyse_run(record: dict, pretrain_argv: list[str], passes: int) -> dict:
     """Analyse one finished benchmark run (or the random-init encoder of the config)."""
-    from dataclasses import asdict
-
     from fgssl.training.pretrain import parse_args
+    from fgssl.training.trainer import ObjectiveArguments
 
     run_dir = cub100.resolve_path(record["run_dir"])
-    # The run's own arguments (bench_args.json holds the same argv) give its objective knobs.
-    _, _, training_args, objective_args = parse_args(pretrain_argv)
+    # The run's own arguments (bench_args.json holds the same argv) give its batch size.
+    _, _, training_args, _ = parse_args(pretrain_argv)
     # The untrained model of the same config and seed, and the config's data (same subsets as the runs).
     model, model_args, data = cub100.random_init_model(pretrain_argv)
     # The start rows (random-init, generic-init: budget random_init) have untrained projectors, whose "Grad-CAM"
@@ -355,11 +348,11 @@ def analyse_run(record: dict, pretrain_argv: list[str], passes: int) -> dict:
     objective = None
     if not is_start_row(record):
         model = load_pretraining_run(run_dir)
-        objective = asdict(objective_args)
+        objective = ObjectiveArguments.from_run_folder(run_dir)
     result = analyse_encoder(model, data, model_args.image_size, objective,
                              training_args.per_device_train_batch_size, passes, record["seed"])
     result.update(method=record["method"], seed=record["seed"], run_dir=cub100.repo_relative(run_dir),
-                  mask_mode=(objective or {}).get("mask_mode"))
+                  mask_mode=objective.mask_mode if objective is not None else None)
     return result
 
 
@@ -376,6 +369,44 @@ def _fmt(stat, scale=100.0, digits=1) -> str:
 def is_class_side_only(analyses: list[dict]) -> bool:
     """True when no analysis holds a nuisance factor (a dataset without nuisance labels: class side only)."""
     return not any(set(a["probes"]) - {"class_acc"} or "nuisance_max" in a.get("dims", {}) for a in analyses)
+
+
+#: The introductions of the per-dimension tables (one markdown paragraph each: `paragraph`).
+CLASS_DIMS_INTRO = """epsilon^2 (x100): the share of a dim's variance the class explains (chance-corrected).
+`perturbed`/`kept`: weighted by the selection frequency f_c / 1 - f_c of the fgssl mask recomputed on the trained
+model; `all`: mean over all dims = the random-dims baseline (the `random` mask's expectation). p: one-sided
+permutation p-values of the perturbed mean (frequencies shuffled over dims). For moco the mask is what fgssl's
+criteria would pick on that encoder; for fgssl-random what they would pick on it (it trained with the random mask)."""
+NUISANCE_DIMS_INTRO = """epsilon^2 (x100): the share of a dim's variance a factor explains (chance-corrected).
+`perturbed`/`kept`: weighted by the selection frequency f_c / 1 - f_c of the fgssl union mask recomputed on the
+trained model; `all`: mean over all dims = the random-dims baseline (the `random` mask's expectation). p:
+permutation p-value of the perturbed mean (one-sided: higher for nuisance, lower for class). For moco/lcr the mask
+is what fgssl's criteria would pick on that encoder."""
+
+
+def paragraph(text: str) -> str:
+    """`text` on one line (a markdown paragraph), its line breaks read as spaces."""
+    return " ".join(text.split())
+
+
+def dims_table_head(title: str, intro: str, columns: list[str]) -> list[str]:
+    """The markdown lines that open a per-dimension table: its section title, introduction and head (the columns
+    after `method` and `dims`)."""
+    columns = ["method", "dims", *columns]
+    return ["", f"## {title}", "", paragraph(intro), "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def groups_with_masks(with_masks: list[dict], methods: list[str]):
+    """(method, its analyses) for each of `methods` that has analyses in `with_masks` (those with a mask)."""
+    for m in methods:
+        group = [a for a in with_masks if a["method"] == m]
+        if group:
+            yield m, group
+
+
+def perturbed_kept_all(rows: list[dict]) -> str:
+    """`perturbed / kept / all`: the mean (std) over seeds of `weighted_means` rows."""
+    return " / ".join(_fmt(mean_std(r[k] for r in rows)) for k in ("perturbed", "kept", "all"))
 
 
 def class_side_markdown(analyses: list[dict], dataset: str | None = None) -> str:
@@ -397,31 +428,19 @@ def class_side_markdown(analyses: list[dict], dataset: str | None = None) -> str
     with_masks = [a for a in analyses if "comparison" in a]
     if not with_masks:
         return "\n".join(lines) + "\n"
-    lines += ["", "## Per dimension: do the perturbed dims carry less class information than kept / random dims?", "",
-              "epsilon^2 (x100): the share of a dim's variance the class explains (chance-corrected). "
-              "`perturbed`/`kept`: weighted by the selection frequency f_c / 1 - f_c of the fgssl mask recomputed on "
-              "the trained model; `all`: mean over all dims = the random-dims baseline (the `random` mask's "
-              "expectation). p: one-sided permutation p-values of the perturbed mean (frequencies shuffled over "
-              "dims). For moco the mask is what fgssl's criteria would pick on that encoder; for fgssl-random what "
-              "they would pick on it (it trained with the random mask).", "",
-              "| method | dims | class eps2: perturbed / kept / all | p(lower) | p(higher) | spearman(f, class eps2) | "
-              "class MI (nats x100): perturbed / kept / all |", "|" + "---|" * 7]
-    for m in methods:
-        group = [a for a in with_masks if a["method"] == m]
-        if not group:
-            continue
+    lines += dims_table_head(
+        "Per dimension: do the perturbed dims carry less class information than kept / random dims?", CLASS_DIMS_INTRO,
+        ["class eps2: perturbed / kept / all", "p(lower)", "p(higher)", "spearman(f, class eps2)",
+         "class MI (nats x100): perturbed / kept / all"])
+    for m, group in groups_with_masks(with_masks, methods):
         for set_name in MASK_SETS:
             rows = {key: [a["comparison"][set_name]["class"][key] for a in group] for key in ("eps2", "mi")}
-            triple = lambda rs: " / ".join(_fmt(mean_std(r[k] for r in rs)) for k in ("perturbed", "kept", "all"))  # noqa: E731
-            lines.append(f"| {m} | {set_name} | {triple(rows['eps2'])} | "
+            lines.append(f"| {m} | {set_name} | {perturbed_kept_all(rows['eps2'])} | "
                          f"{_fmt(mean_std(r.get('p_lower') for r in rows['eps2']), 1, 3)} | "
                          f"{_fmt(mean_std(r.get('p_higher') for r in rows['eps2']), 1, 3)} | "
-                         f"{_fmt(mean_std(r.get('spearman') for r in rows['eps2']), 1, 2)} | {triple(rows['mi'])} |")
+                         f"{_fmt(mean_std(r.get('spearman') for r in rows['eps2']), 1, 2)} | {perturbed_kept_all(rows['mi'])} |")
     lines += ["", "### Verdict (union mask, per seed: permutation p < 0.05 against random dims)", ""]
-    for m in methods:
-        group = [a for a in with_masks if a["method"] == m]
-        if not group:
-            continue
+    for m, group in groups_with_masks(with_masks, methods):
         less = sum(a["comparison"]["union"]["class"]["eps2"].get("p_lower", 1) < 0.05 for a in group)
         more = sum(a["comparison"]["union"]["class"]["eps2"].get("p_higher", 1) < 0.05 for a in group)
         lines.append(f"- {m}: perturbed dims carry less class information than random dims in {less}/{len(group)} "
@@ -451,42 +470,28 @@ def mechanism_markdown(analyses: list[dict], dataset: str | None = None) -> str:
 
     with_masks = [a for a in analyses if "comparison" in a]
     if with_masks:
-        lines += ["", "## Per dimension: do the perturbed dims encode nuisance rather than class?", "",
-                  "epsilon^2 (x100): the share of a dim's variance a factor explains (chance-corrected). "
-                  "`perturbed`/`kept`: weighted by the selection frequency f_c / 1 - f_c of the fgssl union mask "
-                  "recomputed on the trained model; `all`: mean over all dims = the random-dims baseline (the "
-                  "`random` mask's expectation). p: permutation p-value of the perturbed mean (one-sided: higher "
-                  "for nuisance, lower for class). For moco/lcr the mask is what fgssl's criteria would pick on "
-                  "that encoder.", "",
-                  "| method | dims | class: perturbed / kept / all | p(lower) | nuisance (max over factors): "
-                  "perturbed / kept / all | p(higher) | spearman(f, nuisance) |", "|" + "---|" * 7]
-        for m in methods:
-            group = [a for a in with_masks if a["method"] == m]
-            if not group:
-                continue
+        lines += dims_table_head(
+            "Per dimension: do the perturbed dims encode nuisance rather than class?", NUISANCE_DIMS_INTRO,
+            ["class: perturbed / kept / all", "p(lower)", "nuisance (max over factors): perturbed / kept / all",
+             "p(higher)", "spearman(f, nuisance)"])
+        for m, group in groups_with_masks(with_masks, methods):
             for set_name in MASK_SETS:
                 cls = [a["comparison"][set_name]["class"]["eps2"] for a in group]
                 nui = [a["comparison"][set_name]["nuisance_max"]["eps2"] for a in group]
-                triple = lambda rows: " / ".join(_fmt(mean_std(r[k] for r in rows)) for k in ("perturbed", "kept", "all"))  # noqa: E731
                 lines.append(
-                    f"| {m} | {set_name} | {triple(cls)} | {_fmt(mean_std(r.get('p_lower') for r in cls), 1, 3)} | "
-                    f"{triple(nui)} | {_fmt(mean_std(r.get('p_higher') for r in nui), 1, 3)} | "
+                    f"| {m} | {set_name} | {perturbed_kept_all(cls)} | "
+                    f"{_fmt(mean_std(r.get('p_lower') for r in cls), 1, 3)} | "
+                    f"{perturbed_kept_all(nui)} | {_fmt(mean_std(r.get('p_higher') for r in nui), 1, 3)} | "
                     f"{_fmt(mean_std(r.get('spearman') for r in nui), 1, 2)} |"
                 )
         factors = [f for f in NUISANCE_FACTORS if f in with_masks[0]["comparison"]["union"]]
         lines += ["", "### Per nuisance factor, union mask (epsilon^2 x100, perturbed / kept / all)", "",
                   "| method | " + " | ".join(factors) + " |", "|" + "---|" * (len(factors) + 1)]
-        for m in methods:
-            group = [a for a in with_masks if a["method"] == m]
-            if group:
-                cells = [" / ".join(_fmt(mean_std(a["comparison"]["union"][f]["eps2"][k] for a in group))
-                                    for k in ("perturbed", "kept", "all")) for f in factors]
-                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        for m, group in groups_with_masks(with_masks, methods):
+            cells = [perturbed_kept_all([a["comparison"]["union"][f]["eps2"] for a in group]) for f in factors]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines += ["", "### Verdict (union mask, per seed: permutation p < 0.05 against random dims)", ""]
-        for m in methods:
-            group = [a for a in with_masks if a["method"] == m]
-            if not group:
-                continue
+        for m, group in groups_with_masks(with_masks, methods):
             more_nuisance = sum(a["comparison"]["union"]["nuisance_max"]["eps2"].get("p_higher", 1) < 0.05
                                 for a in group)
             less_class = sum(a["comparison"]["union"]["class"]["eps2"].get("p_lower", 1) < 0.05 for a in group)

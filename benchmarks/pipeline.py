@@ -31,12 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 
 import torch  # noqa: E402
 
+from benchmarks.common import REPO  # noqa: E402
 from benchmarks.step_cost import (  # noqa: E402
     BenchSettings,
     available_cores,
@@ -51,7 +50,7 @@ from benchmarks.step_cost import (  # noqa: E402
 )
 from fgssl.training.portable import portable_path  # noqa: E402
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cub100"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cub100"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -161,7 +160,7 @@ def run_pipeline_benchmark(settings: BenchSettings, data_dir: Path = DEFAULT_DAT
     datasets.disable_progress_bars()
     torch.set_num_threads(available_cores())
     data_dir = Path(data_dir)
-    results_dir = Path(results_dir or REPO_ROOT / "benchmarks" / "results")
+    results_dir = Path(results_dir or REPO / "benchmarks" / "results")
     log(f"[pipeline] decoding {decode_images} JPEGs of {data_dir}")
     decode = measure_decode(jpeg_files(data_dir), settings.image_size, decode_images)
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,7 +188,7 @@ def run_pipeline_benchmark(settings: BenchSettings, data_dir: Path = DEFAULT_DAT
     result = {
         "benchmark": "pipeline",
         # Relative to the repository (e.g. ../shared/data/cub100): results are committed.
-        "settings": {**vars(settings), "data": portable_path(data_dir, REPO_ROOT, parents=1),
+        "settings": {**vars(settings), "data": portable_path(data_dir, REPO, parents=1),
                      "dataloader_num_workers": num_workers},
         "machine": machine_info(settings.device),
         "stages": {
@@ -265,7 +264,7 @@ def parse_args(argv=None):
     p.add_argument("--max_train_samples", type=int, default=None, help="Cut the prepared train split (default all).")
     p.add_argument("--num_workers", type=int, default=0, help="dataloader_num_workers (the CPU config uses 0).")
     p.add_argument("--step_reps", type=int, default=5, help="Steps timed when no step_cost JSON is found.")
-    p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     return p.parse_args(argv)
 
 

@@ -288,14 +288,17 @@ def device_batch(batch: dict, settings: BenchSettings) -> dict:
 
 def training_step(trainer, batch: dict) -> None:
     """One optimiser step exactly as the Trainer's loop runs it (gradient accumulation 1)."""
-    model = trainer.model_wrapped
-    trainer.training_step(model, batch)
-    if trainer.args.max_grad_norm > 0:
-        trainer._clip_grad_norm(model)
-    trainer.optimizer.step()
-    model.zero_grad()
+    trainer.training_step(trainer.model_wrapped, batch)
+    apply_gradients(trainer)
     trainer.state.global_step += 1
     trainer.momentum_and_queue_step()  # what MomentumQueueCallback.on_step_end does
+
+
+def apply_gradients(trainer) -> None:
+    """The optimiser's part of a step, as the Trainer's loop runs it: clip, update, clear the gradients."""
+    trainer.clip_gradients(trainer.model_wrapped)
+    trainer.optimizer.step()
+    trainer.model_wrapped.zero_grad()
 
 
 def synchronize(device: str) -> None:
@@ -471,27 +474,40 @@ def _zero_grads(*modules) -> None:
         module.zero_grad(set_to_none=True)
 
 
+def ssl_step(trainer, views):
+    """The base objective's step 1 on fixed views, as a step computes it (a graph the timed sections reuse). Its MoCo
+    keys are a setup's, not a step's: they do not wait for the queue."""
+    core = trainer.accelerator.unwrap_model(trainer.model)
+    with trainer.compute_loss_context_manager():
+        ssl = trainer.base_objective.ssl_loss(trainer.model_wrapped, core, views.v1, views.v2)
+    trainer.pending_keys.clear()
+    return ssl
+
+
+def ssl_forward_backward(trainer, views):
+    """A section: the base objective's step 1 on fixed views, forward and backward."""
+    core = trainer.accelerator.unwrap_model(trainer.model)
+
+    def section():
+        with trainer.compute_loss_context_manager():
+            loss = trainer.base_objective.ssl_loss(trainer.model_wrapped, core, views.v1, views.v2).loss
+        loss.backward()
+        _zero_grads(core)
+
+    return section
+
+
 def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
     """({section: fn}, {section: untimed setup}) on fixed views of `batch`; see the module docstring."""
     from fgssl.training import objective as obj
     from fgssl.training.augment import normalize_images
-    from fgssl.training.trainer import scale_grad
+    from fgssl.training.methods import perturbation_step
 
     fns, setups = {}, {}
     moco = trainers.get(BASELINE)
     pixels = batch["pixel_values"]
     if moco is not None:
         core = moco.accelerator.unwrap_model(moco.model)
-        v1, v2 = moco.augment(pixels)
-
-        def ssl_fwd_bwd():
-            with moco.compute_loss_context_manager():
-                out = moco.model_wrapped(pixel_values=v1)
-                k = core.momentum_encode(v2)
-                negatives = core.queue.clone() if core.queue.shape[0] > 0 else None
-                loss = obj.info_nce(out.query, k, negatives, moco.objective_args.temperature)
-            loss.backward()
-            _zero_grads(core)
 
         def give_grads():  # the optimiser section needs gradients to apply
             for p in core.parameters():
@@ -499,10 +515,7 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
                     p.grad = torch.full_like(p, 1e-3)
 
         def optimizer_and_momentum():
-            if moco.args.max_grad_norm > 0:
-                moco._clip_grad_norm(moco.model_wrapped)
-            moco.optimizer.step()
-            moco.model_wrapped.zero_grad()
+            apply_gradients(moco)
             moco.momentum_and_queue_step()
 
         reference = moco.augment.kornia_reference()
@@ -510,22 +523,18 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
         # The kornia chain this project used before (same recipe), timed in the same run for the ratio.
         fns["augment, kornia chain (before)"] = lambda: tuple(
             normalize_images(reference(pixels.float() / 255)) for _ in range(2))
-        fns["SSL forward+backward"] = ssl_fwd_bwd
+        fns["SSL forward+backward"] = ssl_forward_backward(moco, moco.views(pixels))
         fns["optimizer+momentum/queue"] = optimizer_and_momentum
         setups["optimizer+momentum/queue"] = give_grads
 
     lcr = trainers.get("lcr")
     if lcr is not None:
         core_l = lcr.accelerator.unwrap_model(lcr.model)
-        v1l, v2l = lcr.augment(pixels)
-        with lcr.compute_loss_context_manager():
-            out_l = lcr.model_wrapped(pixel_values=v1l)
-            loss_l = obj.info_nce(out_l.query, core_l.momentum_encode(v2l), None, lcr.objective_args.temperature)
+        ssl_l = ssl_step(lcr, lcr.views(pixels))
 
         def lcr_gradcam_kl():
             with lcr.compute_loss_context_manager():
-                cam = obj.gradcam_map(loss_l, out_l.feature_map)
-                obj.lcr_loss(out_l.screening_logits, cam)
+                lcr.training_objective.addition.screening_loss(lcr.base_objective, core_l, ssl_l)
 
         fns["LCR Grad-CAM map+KL"] = lcr_gradcam_kl
 
@@ -537,35 +546,28 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
     if fgssl_names:
         fg = trainers[fgssl_names[0]]
         oa = fg.objective_args
+        base, synthesis = fg.base_objective, fg.training_objective.addition
         core_f = fg.accelerator.unwrap_model(fg.model)
-        by_map = core_f.config.decoder_input == "feature_map"
-        v1f, v2f, target = fg.augment(pixels, return_geometric=True)
-        with fg.compute_loss_context_manager():
-            out_f = fg.model_wrapped(pixel_values=v1f)
-            h = out_f.pooler_output
-            loss_f = obj.info_nce(out_f.query, core_f.momentum_encode(v2f), None, oa.temperature)
-        decoded_input = out_f.feature_map if by_map else h
+        views = fg.views(pixels)
+        ssl = ssl_step(fg, views)
+        cam = base.gradcam_inputs(core_f, ssl.output, ssl.loss)
+        h = ssl.output.pooler_output
+        decoded_input = core_f.decoder_features(ssl.output)
         leaf = decoded_input.detach().requires_grad_(True)
         with torch.no_grad(), fg.compute_loss_context_manager():
             recon_fixed = core_f.decode(decoded_input.detach())
 
         def gradcam_scoring():
-            obj.gradcam_mask(obj.gradcam_scores(loss_f, h), oa.rho_gradcam)
+            obj.gradcam_mask(obj.gradcam_scores(cam.loss, cam.features), oa.rho_gradcam)
 
         def steps_2_to_5():  # the trainer's own call
-            return obj.nuisance_perturbation(
-                loss_f, h, core_f.variance_tracker, rho_variance=oa.rho_variance, rho_gradcam=oa.rho_gradcam,
-                mask_mode=oa.mask_mode, perturbation=oa.perturbation, sigma=oa.sigma, scale=oa.noise_scale,
-                feature_map=out_f.feature_map if by_map else None,
-            )
+            return perturbation_step(core_f, cam, oa)
 
-        pert = steps_2_to_5()
-        perturbed_input = pert.feature_map if by_map else pert.features
+        perturbation = steps_2_to_5()
 
         def decoder_fwd_bwd():
             with fg.compute_loss_context_manager():
-                recon = core_f.decode(scale_grad(leaf, oa.recon_encoder_weight))
-                loss = oa.alpha * obj.reconstruction_loss(recon, target)
+                loss = oa.alpha * synthesis.reconstruct(core_f, leaf, views.recon_target)[1]
             loss.backward()
             _zero_grads(core_f.decoder)
             leaf.grad = None
@@ -579,14 +581,10 @@ def breakdown_sections(trainers: dict, batch: dict) -> tuple[dict, dict]:
             fraction = parse_variant(name)[2]
 
             def synthesized_pair(fraction=fraction):
-                idx = obj.synth_subset(h.shape[0], fraction).to(h.device)
+                idx = obj.synth_subset(h.shape[0], fraction, minimum=base.min_pair_batch).to(h.device)
                 with fg.compute_loss_context_manager():
-                    with torch.no_grad():
-                        x_hat = recon_fixed[idx]
-                        x_hat_perturbed = core_f.decode(perturbed_input[idx])
-                    q = core_f.project(core_f.encode(fg.to_input_size(x_hat_perturbed)).pooler_output)
-                    k = core_f.momentum_encode(fg.to_input_size(x_hat))
-                    loss = obj.info_nce(q, k, None, oa.temperature)
+                    x_hat, x_hat_perturbed = synthesis.synthesized_images(core_f, recon_fixed, perturbation, idx)
+                    loss = synthesis.pair_loss(base, core_f, x_hat_perturbed, x_hat)
                 loss.backward()
                 _zero_grads(core_f)
 
@@ -599,29 +597,15 @@ def simsiam_sections(trainer, pixels) -> dict:
     from fgssl.training import objective as obj
 
     core = trainer.accelerator.unwrap_model(trainer.model)
-    v1, v2 = trainer.augment(pixels)
-    n = v1.shape[0]
-
-    def simsiam_loss(out):
-        (z1, z2), (p1, p2) = out.projection.split(n), out.prediction.split(n)
-        return obj.simsiam_loss(p1, p2, z1, z2)
-
-    def ssl_fwd_bwd():
-        with trainer.compute_loss_context_manager():
-            loss = simsiam_loss(trainer.model_wrapped(pixel_values=v1, key_pixel_values=v2))
-        loss.backward()
-        _zero_grads(core)
-
-    with trainer.compute_loss_context_manager():
-        out = trainer.model_wrapped(pixel_values=v1, key_pixel_values=v2)
-        loss = simsiam_loss(out)
+    views = trainer.views(pixels)
+    ssl = ssl_step(trainer, views)
 
     def gradcam_scoring():  # the trainer's own scoring pass (frozen BatchNorm statistics), then the mask
         with trainer.compute_loss_context_manager():
-            cam = trainer.gradcam_inputs(core, out, loss)
+            cam = trainer.base_objective.gradcam_inputs(core, ssl.output, ssl.loss)
             obj.gradcam_mask(obj.gradcam_scores(cam.loss, cam.features), trainer.objective_args.rho_gradcam)
 
-    return {"SimSiam SSL forward+backward (2 views)": ssl_fwd_bwd,
+    return {"SimSiam SSL forward+backward (2 views)": ssl_forward_backward(trainer, views),
             "SimSiam Grad-CAM scoring (frozen-BN pass)": gradcam_scoring}
 
 

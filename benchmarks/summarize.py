@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 
+from benchmarks.common import repo_relative_paths, write_json  # noqa: E402  (repo_relative_paths: also for importers)
 from fgssl.training.evaluation import json_safe  # noqa: E402
-from fgssl.training.portable import portable, portable_command  # noqa: E402
 
 METRICS = ("retrieval_rank1", "retrieval_rank5", "retrieval_map", "knn_top1", "linear_top1")
 #: Display order; anything else follows alphabetically.
@@ -42,18 +39,6 @@ SIMSIAM_GOAL = ("simsiam-fgssl", ("simsiam", "simsiam-fgssl-random"))
 #: The first bar of a benchmark from generic pretrained weights: does pre-training on the fine-grained images help
 #: at all? moco above the generic initialisation alone ("generic-init", no fine-grained pre-training) on mAP.
 INIT_BAR = ("moco", ("generic-init",), ("retrieval_map",))
-
-
-def repo_relative_paths(value):
-    """`value` with every absolute path relative to the repository ("configs/cub100_cpu.yaml", "outputs/bench/...",
-    "../shared/data/cub100") and every recorded "command" line likewise: results are committed and must not carry
-    the layout of the machine that measured them."""
-    if isinstance(value, dict):
-        return {key: portable_command(shlex.split(item), REPO, parents=1) if key == "command" and isinstance(item, str)
-                else repo_relative_paths(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(repo_relative_paths(item) for item in value)
-    return portable(value, REPO, parents=1)
 
 
 def mean_std(values) -> tuple[float, float, int]:
@@ -246,7 +231,7 @@ def write_summary(results: dict, out_dir, title: str, notes: list[str] | None = 
     results = {**results, "aggregate": table,
                "goal": {budget: all_goal_checks(rows) for budget, rows in table.items()}}
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
-    paths["json"].write_text(json.dumps(json_safe(repo_relative_paths(results)), indent=2) + "\n")
+    write_json(paths["json"], json_safe(repo_relative_paths(results)))
     paths["markdown"].write_text(markdown(table, title, notes, results["runs"]))
     paths["plot"] = plot(table, out_dir / "results.png", title)
     return paths

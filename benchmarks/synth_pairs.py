@@ -9,10 +9,10 @@ test, or the validation carve-out with --holdout_fraction; no labels used):
 - decoder quality: R^2 of D(h) (or D(A), the run's decoder input) against the clean image resized to the decoder's
   size S, against two baselines: the batch-mean image (R^2 = 0) and each image's own mean colour (`flat_r2`, the
   floor of a decoder that draws blobs). A synthesized pair can only teach invariance to what the decoder draws.
-- what the perturbation changes: the trainer's own steps 2-5 (`objective.nuisance_perturbation`) on augmented
-  batches of the training batch size, with the running statistics saved with the model, the run's mask mode,
-  perturbation, sigma and noise scale; `pixel_change` = |D(h') - D(h)|^2 / |image - batch mean image|^2, the
-  change as a share of the images' own spread.
+- what the perturbation changes: the trainer's own steps 2-5 (`methods.perturbation_step`; the Grad-CAM loss
+  against the model's queue, as in training) on augmented batches of the training batch size, with the running
+  statistics saved with the model, the run's mask mode, perturbation, sigma and noise scale; `pixel_change` =
+  |D(h') - D(h)|^2 / |image - batch mean image|^2, the change as a share of the images' own spread.
 - how hard the synthesized pair is: InfoNCE of q(up(D(h'))) against the momentum keys of up(D(h)) with in-batch
   negatives (chance: log B), and its top-1 pair accuracy; beside it the same for the real two-view pair.
 - domain gap: cosine between q(x) and q(up(D(h))) of the same image, and of different images.
@@ -60,17 +60,17 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int, sh
     import torch
     import torch.nn.functional as F
 
-    from fgssl.training import objective as obj
     from fgssl.training.augment import eval_transform
+    from fgssl.training.bases import build_base_objective
+    from fgssl.training.methods import perturbation_step
     from fgssl.training.trainer import ObjectiveArguments
 
-    config = json.loads((run_dir / "training_config.json").read_text())
-    known = set(ObjectiveArguments.__dataclass_fields__)
-    oa = ObjectiveArguments(**{k: v for k, v in config["objective"].items() if k in known})
-    image_size = config["model"]["image_size"]
+    oa = ObjectiveArguments.from_run_folder(run_dir)
+    image_size = json.loads((run_dir / "training_config.json").read_text())["model"]["image_size"]
     model = load_pretraining_run(run_dir)
     if model.decoder is None or int(model.variance_tracker.num_updates) == 0:
         raise SystemExit(f"{run_dir}: not an fgssl run (no decoder, or running statistics never updated).")
+    base = build_base_objective(oa, model)
     by_map = model.config.decoder_input == "feature_map"
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -100,17 +100,12 @@ def analyse(run_dir: Path, data, num_images: int, batch_size: int, seed: int, sh
             stats["cos_other"].append(((cos.sum() - cos.diag().sum()) / (len(cos) ** 2 - len(cos))).item())
             # The mask and perturbation as in training: augmented views, the trainer's steps 2-5.
             v1, v2 = augment(batch)
-            out1 = model.encode(v1)
-            k2 = model.momentum_encode(v2)
-        h1 = out1.pooler_output.detach().requires_grad_(True)
-        loss = obj.info_nce(model.project(h1), k2, None, oa.temperature)
-        pert = obj.nuisance_perturbation(
-            loss, h1, model.variance_tracker, rho_variance=oa.rho_variance, rho_gradcam=oa.rho_gradcam,
-            mask_mode=oa.mask_mode, perturbation=oa.perturbation, sigma=oa.sigma, scale=oa.noise_scale,
-            feature_map=out1.feature_map if by_map else None, update_statistics=False, generator=generator,
-        )
+        cam = base.frozen_gradcam_inputs(model, v1, v2)
+        h1 = cam.features
+        pert = perturbation_step(model, cam, oa, update_statistics=False, generator=generator)
         with torch.no_grad():
-            d = model.decode(out1.feature_map if by_map else h1.detach())
+            k2 = model.momentum_encode(v2)
+            d = model.decode(cam.feature_map if by_map else h1.detach())
             d_pert = model.decode(pert.feature_map if by_map else pert.features)
             view_target = F.interpolate(v1, size=d.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
             spread = ((view_target - view_target.mean(0, keepdim=True)) ** 2).sum()

@@ -85,7 +85,7 @@ class FGSSLConfig(PreTrainedConfig):
         self.validate_fgssl()
         if self.decoder_input == "feature_map" and self.image_size is not None:
             # The map decoder starts from the feature map's own grid.
-            self.decoder_base_size = max(1, self.image_size // backbone_stride(self.backbone_config))
+            self.decoder_base_size = max(1, feature_map_side(self.backbone_config, self.image_size))
 
     # ---- derived sizes -------------------------------------------------------------------------------------
     @property
@@ -162,12 +162,26 @@ def backbone_stride(backbone_config) -> int:
     patch = getattr(bc, "patch_size", 4)
     patch = patch[0] if isinstance(patch, (list, tuple)) else int(patch)
     if bc.model_type in ("convnext", "convnextv2"):
-        return patch * 2 ** (len(bc.hidden_sizes) - 1)
+        return patch * 2 ** (bc.num_stages - 1)
     if bc.model_type == "swin":
         return patch * 2 ** (len(bc.depths) - 1)
     if bc.model_type == "resnet":
-        return 4 * 2 ** (len(bc.hidden_sizes) - 1) * (2 if getattr(bc, "downsample_in_first_stage", False) else 1)
+        return 4 * 2 ** (len(bc.depths) - 1) * (2 if bc.downsample_in_first_stage else 1)
     return patch
+
+
+def feature_map_side(backbone_config, image_size: int) -> int | None:
+    """Side H of the backbone's final feature map for `image_size` x `image_size` inputs (None: unknown backbone).
+
+    ResNet's stride-2 convolutions and pooling are padded, so each halving rounds up (never below 1); the patch
+    embeddings of the others drop the remainder.
+    """
+    model_type = getattr(backbone_config, "model_type", None)
+    if model_type == "resnet":
+        return -(-image_size // backbone_stride(backbone_config))
+    if model_type in ("convnext", "convnextv2") or getattr(backbone_config, "patch_size", None) is not None:
+        return image_size // backbone_stride(backbone_config)
+    return None
 
 
 def _check_int(name: str, value, minimum: int, hint: str = ""):
@@ -176,4 +190,4 @@ def _check_int(name: str, value, minimum: int, hint: str = ""):
         raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}.")
 
 
-__all__ = ["FGSSLConfig", "backbone_stride", "BASES"]
+__all__ = ["FGSSLConfig", "backbone_stride", "feature_map_side", "BASES"]

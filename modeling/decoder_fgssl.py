@@ -1,8 +1,8 @@
 """The decoder `D` of docs/method.md: features back to an image (B x 3 x S x S).
 
 Two inputs (docs/method.md, "Decoder", [choice] `decoder_input`):
-- `input_type="vector"` (`pooled`): the feature vector `h` (B x C), through a linear layer to a c0 x s0 x s0 grid;
-- `input_type="map"` (`feature_map`): the final feature map `A` (B x C x H x W), through a 1x1 conv to c0 x H x W.
+- `input_type="pooled"`: the feature vector `h` (B x C), through a linear layer to a c0 x s0 x s0 grid;
+- `input_type="feature_map"`: the final feature map `A` (B x C x H x W), through a 1x1 conv to c0 x H x W.
   It keeps where things are, so far more of the image survives.
 Then diffusers' `UpDecoderBlock2D`s, like the VAE decoder (`diffusers/models/autoencoders/vae.py`). A diffusers
 `ModelMixin` + `ConfigMixin`: it saves and loads on its own in diffusers format.
@@ -31,7 +31,11 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess witho
         "encoder alone (AutoModel) does not."
     ) from err
 
-INPUT_TYPES = ("vector", "map")
+# The words of FGSSLConfig.decoder_input (configuration_fgssl.DECODER_INPUTS; not imported: a saved decoder folder
+# carries this file alone).
+INPUT_TYPES = ("pooled", "feature_map")
+# Decoders saved before the decoder spoke the config's words: their `input_type` is read as the new word.
+_OLD_INPUT_TYPES = {"vector": "pooled", "map": "feature_map"}
 
 
 class FGSSLDecoder(ModelMixin, ConfigMixin):
@@ -47,9 +51,10 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
         layers_per_block (`int`, defaults to 1): resnet layers per block.
         norm_num_groups (`int`, defaults to 8): GroupNorm groups.
         act_fn (`str`, defaults to `"silu"`): activation of the resnets.
-        input_type (`str`, defaults to `"vector"`): `"vector"` decodes B x C vectors (linear to the `base_size` grid);
-            `"map"` decodes B x C x H x W maps (1x1 conv, the map's own grid; `base_size` then records the H the
-            model was built for, and the output side is `H * 2 ** (len(block_out_channels) - 1)`).
+        input_type (`str`, defaults to `"pooled"`): `"pooled"` decodes B x C vectors (linear to the `base_size`
+            grid); `"feature_map"` decodes B x C x H x W maps (1x1 conv, the map's own grid; `base_size` then records
+            the H the model was built for, and the output side is `H * 2 ** (len(block_out_channels) - 1)`). Configs
+            saved with the former words `"vector"` / `"map"` load as `"pooled"` / `"feature_map"`.
     """
 
     @register_to_config
@@ -62,14 +67,14 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
         layers_per_block: int = 1,
         norm_num_groups: int = 8,
         act_fn: str = "silu",
-        input_type: str = "vector",
+        input_type: str = "pooled",
     ):
         super().__init__()
         if input_type not in INPUT_TYPES:
             raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}.")
         block_out_channels = tuple(block_out_channels)
         c0 = block_out_channels[0]
-        if input_type == "map":
+        if input_type == "feature_map":
             self.proj_in = nn.Conv2d(in_features, c0, kernel_size=1)
         else:
             self.proj_in = nn.Linear(in_features, c0 * base_size * base_size)
@@ -100,11 +105,11 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
         return self.config.base_size * 2 ** (len(self.config.block_out_channels) - 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """`features`: B x C vectors (`input_type="vector"`) or B x C x H x W maps (`"map"`).
+        """`features`: B x C vectors (`input_type="pooled"`) or B x C x H x W maps (`"feature_map"`).
 
         Returns B x out_channels x S x S (normalised pixel space, no output squashing).
         """
-        if self.config.input_type == "map":
+        if self.config.input_type == "feature_map":
             if features.dim() != 4:
                 raise ValueError(f"This decoder decodes B x C x H x W feature maps, got shape {tuple(features.shape)}.")
             x = self.proj_in(features)
@@ -122,6 +127,8 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
     def extract_init_dict(cls, config_dict, **kwargs):
         # `auto_map` tells loaders where the code is; it is no constructor argument (diffusers would warn).
         config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
+        if config_dict.get("input_type") in _OLD_INPUT_TYPES:
+            config_dict["input_type"] = _OLD_INPUT_TYPES[config_dict["input_type"]]
         return super().extract_init_dict(config_dict, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):

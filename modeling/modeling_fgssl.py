@@ -23,7 +23,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from .configuration_fgssl import FGSSLConfig
+from .configuration_fgssl import FGSSLConfig, feature_map_side
 
 # Token backbones: (number of patch-grid strides to apply) is read from their config.
 _TOKEN_BACKBONES = ("vit", "dinov2", "dinov2_with_registers", "swin")
@@ -101,15 +101,6 @@ def build_backbone(backbone_config) -> PreTrainedModel:
         if "mask_token" in name:
             param.requires_grad_(False)
     return backbone
-
-
-def token_grid_stride(backbone_config) -> int:
-    """Input pixels per patch-grid cell of a token backbone's last layer."""
-    patch = backbone_config.patch_size
-    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    if backbone_config.model_type == "swin":
-        return patch * 2 ** (len(backbone_config.depths) - 1)
-    return patch
 
 
 def tokens_to_feature_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -365,8 +356,8 @@ class FGSSLModel(FGSSLPreTrainedModel):
             if bc.model_type in _CHANNEL_NORM_BACKBONES:
                 last_hidden_state = self.backbone.layernorm(last_hidden_state.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             return last_hidden_state
-        stride = token_grid_stride(bc)
-        return tokens_to_feature_map(last_hidden_state, pixel_values.shape[-2] // stride, pixel_values.shape[-1] // stride)
+        height, width = (feature_map_side(bc, side) for side in pixel_values.shape[-2:])
+        return tokens_to_feature_map(last_hidden_state, height, width)
 
     def pool(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """`A` (B x C x H x W) -> (`h` B x C, screening logits B x H x W or None, screening map B x H x W or None).
@@ -494,7 +485,7 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
                 block_out_channels=tuple(config.decoder_block_out_channels),
                 layers_per_block=config.decoder_layers_per_block,
                 norm_num_groups=config.decoder_norm_num_groups,
-                input_type="map" if config.decoder_input == "feature_map" else "vector",
+                input_type=config.decoder_input,
             )
             for module in self.decoder.modules():
                 module._fgssl_torch_default_init = True
@@ -611,7 +602,7 @@ class FGSSLForPreTraining(FGSSLPreTrainedModel):
         SimSiam sends it through the same encoder and heads in this one call (so DDP synchronises once per step):
         `projection` and `prediction` then hold 2B rows, `pooler_output` and `feature_map` stay the first view's.
         """
-        if self.config.base == "simsiam":
+        if not self.has_momentum_branch:  # SimSiam: both views through the same encoder and heads
             return self._simsiam_forward(pixel_values, key_pixel_values, return_reconstruction, return_dict)
         encoded = self.encode(pixel_values)
         output = FGSSLPreTrainingOutput(

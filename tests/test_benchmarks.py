@@ -1,15 +1,18 @@
 """The benchmark harness's own logic (no training): the generic-initialisation rows of cub100.py, the knobs a grid
-chose, the first bar of a benchmark from pretrained weights, and generic_init.py's backbone export."""
+chose, the first bar of a benchmark from pretrained weights, generic_init.py's backbone export, demo_variants.py's
+datasets and the shared helpers (benchmarks/common.py)."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 
+import numpy as np
 import pytest
 import torch
 
-from benchmarks import cub100, generic_init, summarize
+from benchmarks import common, cub100, demo_variants, generic_init, summarize
 
 CONFIG = "configs/cub100_init_cpu.yaml"
 
@@ -119,3 +122,63 @@ def test_freeze_stages_stops_gradients_into_the_stem_and_first_stages():
     assert all(p.requires_grad for p in model.projector.parameters())
     with pytest.raises(ValueError, match="--freeze_stages must be in"):
         build_model(ModelArguments(backbone="resnet-s16-cpu", freeze_stages=4, queue_size=0), "moco")
+
+
+# --------------------------------------------------------------------------------------------- demo_variants
+
+
+def _variant(*flags):
+    return demo_variants.parse_cli(["--name", "test", *flags])
+
+
+VARIANT_SIZES = dict(num_classes=4, train_per_class=8, test_per_class=2, image_size=32)
+
+
+def test_scenes_share_the_habitat_and_vary_the_bird():
+    args = _variant("--scenes", "3", "--background_types", "6", "--nuisance_levels", "1", "--palette", "turned")
+    ds = demo_variants.make_variant_dataset(args, **VARIANT_SIZES)
+    train, test = ds["train"], ds["test"]
+    assert set(train["scene"]) == {0, 1, 2} and set(test["scene"]) <= {0, 1, 2}
+    habitat = {}
+    for split in (train, test):  # train and test share the scenes
+        for row in split:
+            fixed = tuple(row[name] for name in demo_variants.SCENE_FIELDS)
+            assert habitat.setdefault(row["scene"], fixed) == fixed
+    assert len(set(habitat.values())) == 3
+    assert [habitat[k][0] for k in range(3)] == [0, 1, 2]  # scenes take the background kinds in turn
+    rows = [r for r in train if r["scene"] == 0]
+    assert len({round(r["x"], 5) for r in rows}) == len(rows) and len({r["label"] for r in rows}) > 1
+    with pytest.raises(ValueError, match="scenes must be >= 1"):
+        demo_variants.make_variant_dataset(_variant("--scenes", "0"), **VARIANT_SIZES)
+
+
+def test_variant_diagnostics_change_the_factors_not_the_product():
+    from fgssl.training import synthetic
+
+    before = (synthetic.sample_factors, synthetic.MARK_RADIUS)
+    fixed = demo_variants.make_variant_dataset(_variant("--fixed_geometry", "--tie_hues", "--mark_radius", "0.2"),
+                                               **VARIANT_SIZES)["train"]
+    assert set(fixed["x"]) == {0.5} and set(fixed["scale"]) == {1.0} and set(fixed["rotation"]) == {0.0}
+    hues = np.array(fixed["background_hue"])
+    assert np.allclose((hues + 0.5) % 1.0, fixed["body_hue"], atol=1e-4)
+    assert (synthetic.sample_factors, synthetic.MARK_RADIUS) == before  # no monkeypatching
+    # Without options the script's dataset is version 1's: continuous factors, 6 backgrounds, independent colours.
+    v1 = demo_variants.make_variant_dataset(_variant(), **VARIANT_SIZES)["train"]
+    same = synthetic.make_fine_grained_dataset(**VARIANT_SIZES, nuisance_levels=None, background_types=6,
+                                               palette="independent")["train"]
+    assert v1["texture_seed"] == same["texture_seed"] and v1.column_names == same.column_names
+
+
+# --------------------------------------------------------------------------------------------- common helpers
+
+
+def test_common_helpers_keep_machine_paths_out_of_results(tmp_path):
+    assert common.repo_relative(f"{common.REPO}/configs/a.yaml") == "configs/a.yaml"
+    assert common.repo_relative(f"{sys.executable} -m x") == "python -m x"
+    assert common.comma_list(" 0,1, ,2", int) == [0, 1, 2]
+    assert common.knob_argv({"sigma": "2.0", "queue_size": 1024}) == ["--sigma", "2.0", "--queue_size", "1024"]
+    assert common.fgssl_command("pretrain", ["--seed", "0"])[1:] == ["-m", "fgssl.training.pretrain", "--seed", "0"]
+    path = common.write_json(tmp_path / "a.json", {"b": 1})
+    assert path.read_text() == '{\n  "b": 1\n}\n'
+    code, seconds = common.run_logged([sys.executable, "-c", "print('hi')"], tmp_path / "log.txt", echo=True)
+    assert code == 0 and seconds >= 0 and (tmp_path / "log.txt").read_text().endswith("hi\n")

@@ -104,7 +104,7 @@ def test_init_and_knobs_from_pass_through(tmp_path, monkeypatch):
         Path(command[command.index("--output_dir") + 1], "eval_results.json").write_text("{}")
         return 0
 
-    monkeypatch.setattr(cub100.subprocess, "call", fake_call)
+    monkeypatch.setattr("benchmarks.common.subprocess.call", fake_call)  # cub100 launches through common
     monkeypatch.setattr(cub100, "random_init_evaluation",
                         lambda argv, output_dir: Path(output_dir, "eval_results.json").write_text("{}"))
     recorded = cub100.run_benchmark(cub100.parse_cli([*common, "--methods", "moco,fgssl,fgssl-random",

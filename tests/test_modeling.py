@@ -59,6 +59,33 @@ def test_vit_accepts_other_resolutions():
     assert model(pixels(size=48)).feature_map.shape == (2, 32, 6, 6)
 
 
+def tiny_backbone_config(model_type):
+    from transformers import ResNetConfig, SwinConfig
+
+    if model_type == "resnet":
+        return ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16], depths=[1, 1, 1], layer_type="basic")
+    if model_type == "swin":
+        return SwinConfig(image_size=32, patch_size=2, embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=2)
+    return tiny_vit_config() if model_type == "vit" else tiny_convnext_config()
+
+
+@pytest.mark.parametrize("model_type, sizes", [("vit", (8, 24, 33)), ("convnext", (32, 40, 63)),
+                                               ("resnet", (8, 33, 64)), ("swin", (16, 36))])
+def test_feature_map_side_from_the_config_matches_the_backbone(model_type, sizes):
+    from fgssl.modeling.configuration_fgssl import backbone_stride, feature_map_side
+
+    backbone_config = tiny_backbone_config(model_type)
+    for size in sizes:
+        config = FGSSLConfig(backbone_config=backbone_config, image_size=size, decoder_block_out_channels=[8])
+        model = FGSSLModel(config).eval()
+        with torch.no_grad():
+            side = model(torch.zeros(1, 3, size, size)).feature_map.shape[-1]
+        assert side == feature_map_side(backbone_config, size), (model_type, size)
+        assert config.decoder_base_size == max(1, side)  # the map decoder starts from the map's own grid
+        if size % backbone_stride(backbone_config) == 0:
+            assert side * backbone_stride(backbone_config) == size
+
+
 def test_screening_pooling_weights_the_feature_map():
     model = FGSSLModel(tiny_fgssl_config("vit", pooling="screening")).eval()
     out = model(pixels())
@@ -293,9 +320,23 @@ def test_decoder_saves_alone_in_diffusers_format(tmp_path, decoder_input):
     assert (tmp_path / "config.json").is_file()
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     loaded = FGSSLDecoder.from_pretrained(tmp_path)
-    assert loaded.config.input_type == ("map" if decoder_input == "feature_map" else "vector")
+    assert loaded.config.input_type == decoder_input  # the config's words
     features = torch.randn(2, 32, 4, 4) if decoder_input == "feature_map" else torch.randn(2, 32)
     torch.testing.assert_close(loaded(features), decoder(features))
+
+
+@pytest.mark.parametrize("old_word, decoder_input", [("vector", "pooled"), ("map", "feature_map")])
+def test_decoder_saved_with_the_old_input_words_still_loads(tmp_path, old_word, decoder_input):
+    # Decoders saved before the decoder spoke FGSSLConfig's words wrote input_type "vector" / "map".
+    decoder = FGSSLForPreTraining(tiny_fgssl_config("vit", decoder_input=decoder_input)).decoder
+    decoder.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "input_type": old_word}))
+    loaded = FGSSLDecoder.from_pretrained(tmp_path)
+    assert loaded.config.input_type == decoder_input
+    features = torch.randn(2, 32, 4, 4) if decoder_input == "feature_map" else torch.randn(2, 32)
+    torch.testing.assert_close(loaded(features), decoder(features))
+    assert FGSSLDecoder.from_config({**config, "input_type": old_word}).config.input_type == decoder_input
 
 
 def test_from_backbone_pretrained_and_export(backbone, tmp_path):

@@ -113,7 +113,7 @@ def test_decoder_folder_loads_without_fgssl(tmp_path):
     assert config["auto_map"] == {"AutoModel": "decoder_fgssl.FGSSLDecoder"}
     assert (tmp_path / "decoder" / "decoder_fgssl.py").is_file()
     config = model.decoder.config  # decodes B x C vectors or B x C x s0 x s0 maps (config.input_type)
-    shape = (2, config.in_features) + ((config.base_size,) * 2 if config.input_type == "map" else ())
+    shape = (2, config.in_features) + ((config.base_size,) * 2 if config.input_type == "feature_map" else ())
     h = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     torch.save(h, tmp_path / "h.pt")
     run_python(

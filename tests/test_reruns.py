@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fgssl.training import pretrain, runinfo
+from fgssl.training import atomic, pretrain, runinfo
 from fgssl.training.cli import UsageError
 from fgssl.training.pretrain import default_output_dir, parse_args, run_pretraining
 
@@ -40,8 +40,8 @@ def test_another_method_is_refused_and_overwrite_replaces_the_run(tmp_path, monk
     out.mkdir()
     (out / "README.md").write_text("my own notes\n")
     written = []
-    write = runinfo.atomic_write_text
-    monkeypatch.setattr(runinfo, "atomic_write_text", lambda path, text: (written.append(Path(path).name),
+    write = atomic.atomic_write_text
+    monkeypatch.setattr(atomic, "atomic_write_text", lambda path, text: (written.append(Path(path).name),
                                                                          write(path, text))[1])
 
     run_pretraining(*parse_args([*TINY, "--method", "moco", "--output_dir", str(out)]))

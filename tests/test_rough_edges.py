@@ -11,7 +11,7 @@ import pytest
 
 from fgssl.training import cli as cli_module
 from fgssl.training import eval as eval_cli
-from fgssl.training import finetune, pretrain, runinfo
+from fgssl.training import finetune, pretrain, pretraining, runinfo
 from fgssl.training.cli import debug_requested
 from test_reruns import TINY
 
@@ -59,7 +59,7 @@ def test_an_unreachable_hub_backbone_is_a_one_line_usage_error(tmp_path, capsys,
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(pretrain, "backbone_config_for", lambda *a: None)  # (no network probe in validation)
+    monkeypatch.setattr(pretraining, "backbone_config_for", lambda *a: None)  # (no network probe in validation)
 
     def unreachable(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
@@ -112,7 +112,7 @@ def test_help_shows_fgssl_defaults_of_training_arguments_and_every_data_flag():
     for f in changed:
         text = expanded_help(parser, actions[f"--{f.name}"])
         assert f"(default: {f.default})" in text and "transformers'" in text, (f.name, text)
-    for command, data_class in ((pretrain, pretrain.DataArguments), (eval_cli, eval_cli.EvalArguments),
+    for command, data_class in ((pretrain, pretrain.PretrainingDataArguments), (eval_cli, eval_cli.EvalArguments),
                                 (finetune, finetune.FinetuneArguments)):
         parser = command.build_parser()
         actions = {a.dest: a for a in parser._actions}

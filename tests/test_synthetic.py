@@ -205,21 +205,29 @@ def test_background_types_keep_the_first_kinds_only():
         sample_factors(rng, background_types=7)
 
 
-def test_scenes_share_the_habitat_and_vary_the_bird():
-    ds = make_fine_grained_dataset(**{**SMALL, "train_per_class": 8}, scenes=3, background_types=6)
-    train, test = ds["train"], ds["test"]
-    assert set(train["scene"]) == {0, 1, 2} and set(test["scene"]) <= {0, 1, 2}
-    habitat = {}
-    for split in (train, test):  # train and test share the scenes
-        for row in split:
-            fixed = tuple(row[name] for name in synthetic.SCENE_FIELDS)
-            assert habitat.setdefault(row["scene"], fixed) == fixed
-    assert len(set(habitat.values())) == 3
-    assert [habitat[k][0] for k in range(3)] == [0, 1, 2]  # scenes take the background kinds in turn
-    rows = [r for r in train if r["scene"] == 0]
-    assert len({round(r["x"], 5) for r in rows}) == len(rows) and len({r["label"] for r in rows}) > 1
-    with pytest.raises(ValueError, match="scenes must be >= 1"):
-        make_fine_grained_dataset(**SMALL, scenes=0)
+def test_make_dataset_takes_a_factor_sampler_and_a_renderer():
+    """The building block of the variants (benchmarks/demo_variants.py): any factor sampler, a dataclass extending
+    NuisanceFactors adds its fields as columns, and the renderer is an argument (here a larger mark)."""
+    from dataclasses import dataclass
+    from functools import partial
+
+    @dataclass(frozen=True)
+    class Tagged(NuisanceFactors):
+        tag: int = 0
+
+    def draw(rng):
+        return Tagged(**asdict(sample_factors(rng, levels=1, background_types=1, palette="turned")), tag=7)
+
+    ds = synthetic.make_dataset(draw, **SMALL)
+    assert ds["train"].column_names[-1] == "tag" and set(ds["train"]["tag"]) == {7}
+    assert ds["train"].features["tag"].dtype == "int32"
+    default = make_fine_grained_dataset(**SMALL)  # the same stream: sample_factors with the default dataset's options
+    assert all(np.array_equal(_pixels(a), _pixels(b)) for a, b in zip(ds["test"]["image"], default["test"]["image"]))
+    larger = synthetic.make_dataset(draw, **SMALL, render=partial(render_image, mark_radius=0.25))["test"][0]
+    factors = NuisanceFactors(**{name: larger[name] for name in asdict(sample_factors(np.random.default_rng(0)))})
+    assert part_mask(larger["label"], factors, 32, "mark", mark_radius=0.25).sum() > part_mask(
+        larger["label"], factors, 32, "mark").sum()
+    assert _mean_abs(render_image(larger["label"], factors, 32, mark_radius=0.25), larger["image"]) < 1.0
 
 
 def test_the_background_moves_with_the_bird():

@@ -2,6 +2,10 @@
 
     backbone_presets()                       preset name -> (image_size -> transformers backbone config)
     final_feature_map_side(config, size)     the side of the backbone's last feature map for `size` inputs
+                                             (modeling.configuration_fgssl.feature_map_side)
+    model_config_flags()                     (name, type, field) of every FGSSLConfig field that is a flag of
+                                             fgssl-pretrain, read from FGSSLConfig (its order, types, docs, defaults)
+    model_config_kwargs(model_args)          the FGSSLConfig keywords those flags set
     build_model(model_args, method)          the `FGSSLForPreTraining` of a run (preset, backbone weights or an
                                              fgssl checkpoint), `--freeze_stages` applied
 
@@ -11,7 +15,16 @@ benchmarks; it imports none of them.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
+from dataclasses import field
 from pathlib import Path
+
+from ..modeling.configuration_fgssl import feature_map_side
+
+#: The side of the backbone's final feature map for `image_size` inputs (None: unknown type); modeling's one rule.
+final_feature_map_side = feature_map_side
 
 
 def backbone_presets() -> dict:
@@ -40,10 +53,61 @@ def backbone_presets() -> dict:
     }
 
 
-#: Model knobs passed to FGSSLConfig when given (None: the config's default).
-CONFIG_FIELDS = ("base", "projector_hidden_size", "projector_dim", "momentum", "queue_size", "variance_momentum",
-                 "decoder_input", "decoder_base_size", "decoder_block_out_channels", "decoder_layers_per_block",
-                 "screening_channels", "predictor_hidden_size")
+#: FGSSLConfig fields that are no flag of their own: the backbone comes from --backbone / --model_name_or_path,
+#: --method sets the pooling and the decoder (`backbones.method_config_kwargs`), --image_size is the run's
+#: resolution (default 64, not the config's None); the decoder's GroupNorm groups and the heads' init keep their
+#: defaults. Every other field of FGSSLConfig is a flag, its help and default read from the config class.
+NOT_MODEL_FLAGS = ("backbone_config", "pooling", "use_decoder", "image_size", "decoder_norm_num_groups",
+                   "initializer_range")
+#: The Python type of a flag from the first type of its FGSSLConfig annotation.
+_FLAG_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[int]": list[int]}
+
+
+def config_field_docs(config_class) -> dict[str, str]:
+    """{field: its description} from the `Args:` section of a transformers config class's docstring (one line
+    each, the type in backquotes dropped)."""
+    docs, name, indent = {}, None, None
+    for line in (config_class.__doc__ or "").split("Args:", 1)[-1].splitlines():
+        entry = re.match(r"^(\s+)(\w+) \((.*?)\):\s*(.*)$", line)
+        if entry and (indent is None or len(entry.group(1)) <= indent):
+            indent, name = len(entry.group(1)), entry.group(2)
+            docs[name] = entry.group(4)
+        elif name and line.strip():
+            docs[name] += " " + line.strip()
+    return {key: " ".join(text.split()) for key, text in docs.items()}
+
+
+def model_config_flags(config_class=None) -> list[tuple[str, type, dataclasses.Field]]:
+    """(name, type, field) of every FGSSLConfig field that is a flag (see NOT_MODEL_FLAGS), in the config's order.
+
+    Each defaults to None, which leaves the config's own default (named in the help) or the checkpoint's value.
+    """
+    if config_class is None:
+        from ..modeling.configuration_fgssl import FGSSLConfig as config_class
+    docs = config_field_docs(config_class)
+    flags = []
+    for config_field in dataclasses.fields(config_class):
+        if config_field.name not in config_class.__annotations__ or config_field.name in NOT_MODEL_FLAGS:
+            continue
+        annotation = str(config_field.type).split("|")[0].strip()
+        default = config_field.default
+        default = list(default) if isinstance(default, tuple) else default
+        what = docs.get(config_field.name, "").rstrip(".").replace("%", "%%")
+        help_text = f"{what + '; ' if what else ''}default: {config_class.__name__}'s ({default})."
+        flags.append((config_field.name, typing.Optional[_FLAG_TYPES[annotation]],
+                      field(default=None, metadata={"help": help_text})))
+    return flags
+
+
+def model_config_kwargs(model_args) -> dict:
+    """The FGSSLConfig keyword arguments the flags of `model_args` set (those given, not None)."""
+    return {name: getattr(model_args, name) for name, _, _ in model_config_flags()
+            if getattr(model_args, name) is not None}
+
+
+#: Model knobs passed to FGSSLConfig when given (None: the config's default): every FGSSLConfig field that is a flag,
+#: read from the config class (`model_config_flags`).
+CONFIG_FIELDS = tuple(name for name, _, _ in model_config_flags())
 
 
 def method_config_kwargs(method: str) -> dict:
@@ -95,7 +159,8 @@ def _build_model(model_args, method: str):
     from .. import modeling  # noqa: F401  (registers the Auto classes)
     from ..modeling import FGSSLConfig, FGSSLForPreTraining
 
-    config_kwargs = {name: getattr(model_args, name) for name in CONFIG_FIELDS if getattr(model_args, name) is not None}
+    config_kwargs = dict(model_config_kwargs(model_args))
+    # config.image_size: the run's resolution, from here on the one record of the size the model was trained at.
     config_kwargs.update(image_size=model_args.image_size, **method_config_kwargs(method))
     if model_args.model_name_or_path:
         return FGSSLForPreTraining.from_pretrained(model_args.model_name_or_path, **config_kwargs)
@@ -117,23 +182,3 @@ def _build_model(model_args, method: str):
                          f"({' '.join(str(err).split())[:160]}). Check the id and the network; offline, download it "
                          "once where the Hub is reachable and run with HF_HUB_OFFLINE=1, or pass a local folder "
                          "written by save_pretrained.") from err
-
-
-def final_feature_map_side(backbone_config, image_size: int) -> int | None:
-    """Side of the backbone's last feature map for `image_size` inputs, from its config (None: unknown type)."""
-    from ..modeling.modeling_fgssl import token_grid_stride
-
-    model_type = getattr(backbone_config, "model_type", None)
-    if model_type in ("convnext", "convnextv2"):  # stem: patch_size x patch_size stride patch_size; then 2x2 s2
-        side = image_size // backbone_config.patch_size
-        for _ in range(backbone_config.num_stages - 1):
-            side //= 2
-        return side
-    if model_type == "resnet":  # stride-2 convolutions and pooling with padding: ceil, never below 1
-        side = image_size
-        for _ in range(2 + len(backbone_config.depths) - (0 if backbone_config.downsample_in_first_stage else 1)):
-            side = -(-side // 2)
-        return side
-    if getattr(backbone_config, "patch_size", None) is not None:  # ViT, DINOv2, Swin...: a patch grid
-        return image_size // token_grid_stride(backbone_config)
-    return None

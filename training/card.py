@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..hub_cards import MODEL_CARD_TEMPLATE
 from .portable import portable_path
+from .pretrained import input_image_size
 from .processor import PROCESSOR_CONFIG_NAME, describe_normalization, processor_image_size
 
 #: metric key -> (task_type, task_name, metric_type, metric_name) of the model-index entry. The model-index groups
@@ -204,8 +205,7 @@ def pretraining_method(start) -> str | None:
 def _config_rows(config: dict, training_config: dict, image_size: int) -> list[tuple[str, str]]:
     """(setting, value) rows: the model's fgssl config, the trained input size, then the pre-training settings."""
     rows = []
-    for key in ("base", "pooling", "projector_hidden_size", "projector_dim", "momentum", "queue_size", "use_decoder",
-                "decoder_input", "decoder_base_size", "decoder_block_out_channels"):
+    for key in CARD_CONFIG_KEYS:
         if key in config:
             rows.append((key, config[key]))
     # The size trained at (a backbone config's own image_size is often its library default, e.g. 224).
@@ -219,6 +219,10 @@ def _config_rows(config: dict, training_config: dict, image_size: int) -> list[t
     return [(str(k), f"`{v}`") for k, v in rows]
 
 
+#: FGSSLConfig fields shown in the card, a reader's choice (what the method and the heads are), not every knob:
+#: config.json beside the card holds them all.
+CARD_CONFIG_KEYS = ("base", "pooling", "projector_hidden_size", "projector_dim", "momentum", "queue_size",
+                    "use_decoder", "decoder_input", "decoder_base_size", "decoder_block_out_channels")
 #: ObjectiveArguments fields shown in the card of an fgssl run.
 OBJECTIVE_CARD_KEYS = ("mask_mode", "perturbation", "sigma", "noise_scale", "recon_target", "rho_variance",
                        "rho_gradcam", "synth_fraction", "nu", "alpha")
@@ -332,7 +336,8 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         for k in RESULT_SPECS if _metric_value(results.get(k)) is not None
     ]
     hidden = (backbone.get("hidden_sizes") or [backbone.get("hidden_size")])[-1]
-    image_size = _input_size(model_dir, config, training)
+    # The side trained at: the saved image processor's, else the config's (training.pretrained, the one rule).
+    image_size = input_image_size(config, processor_image_size(model_dir))
     return ModelCard.from_template(
         card_data,
         template_path=str(MODEL_CARD_TEMPLATE),
@@ -386,13 +391,6 @@ def find_eval_pictures(model_dir) -> dict[str, str]:
     return found
 
 
-def _input_size(model_dir: Path, config: dict, training: dict) -> int:
-    """The side the encoder was trained at: the saved image processor's, else the config's, else 224."""
-    size = (processor_image_size(model_dir) or config.get("image_size") or training.get("model", {}).get("image_size")
-            or config.get("backbone_config", {}).get("image_size") or 224)
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-
 def is_fgssl_card(path) -> bool:
     """True when `path` is a README.md written by this module (so it may be rendered again)."""
     path = Path(path)
@@ -413,6 +411,6 @@ def write_model_card(model_dir, **kwargs) -> Path:
         shutil.copy2(pairs_image, target)
         kwargs["pairs_image"] = target
     card = render_model_card(model_dir, **kwargs)
-    from .runinfo import atomic_write_text
+    from .atomic import atomic_write_text
 
     return atomic_write_text(model_dir / "README.md", str(card))

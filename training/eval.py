@@ -1,75 +1,31 @@
-"""fgssl-eval: retrieval, kNN and linear-probe evaluation of a frozen encoder (docs/method.md "Evaluation protocol").
+"""The fgssl-eval command: retrieval, kNN and linear-probe evaluation of a frozen encoder (docs/method.md
+"Evaluation protocol"). The protocol itself is a library, training.evaluation; this module only reads the
+command line and calls it.
 
     fgssl-eval --model_name_or_path M --dataset_name D [--protocols retrieval,knn,linear] [--output_dir O]
                [--image_size S] [--max_train_samples N] [--max_eval_samples N]
 
 M is an fgssl checkpoint, a plain transformers vision backbone folder, or a Hub id. Writes
 O/eval_results.json, O/eval_results.md and two pictures of the test split (training.eval_pictures): retrieval.png
-(a fixed sample of queries with their top-5 neighbours) and embedding.png (a 2-D map coloured by class). The work
-is done by training.evaluation.
+(a fixed sample of queries with their top-5 neighbours) and embedding.png (a 2-D map coloured by class).
+
+In reading order: arguments (training.arguments.EvalArguments) -> checks -> model (training.evaluation.load_encoder)
+-> data (training.data) -> protocols (training.evaluation.evaluate_encoder) -> results (write_results).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import (ArgumentParser, UsageError, console_entry, refuse_bad_inputs, refuse_too_small_image,
-                  usage_errors)
-from .data import DatasetFormatArguments
-from .evaluation import (
-    KNN_K,
-    KNN_TEMPERATURE,
-    LINEAR_VAL_FRACTION,
-    default_image_size,
-    evaluate_encoder,
-    load_encoder,
-    metric_keys,
-    parse_protocols,
-    write_results,
-)
+from .arguments import EvalArguments
+from .cli import ArgumentParser, UsageError, console_entry, refuse_bad_inputs, refuse_too_small_image, usage_errors
+from .evaluation import evaluate_encoder, load_encoder, metric_keys, parse_protocols, write_results
+from .pretrained import input_image_size
+from .processor import normalization_kwargs, source_processor_settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalArguments(DatasetFormatArguments):
-    """Command-line arguments of fgssl-eval."""
-
-    model_name_or_path: str = field(
-        metadata={"help": "fgssl checkpoint folder, plain transformers backbone folder (ViT, ConvNeXt...) or Hub id."}
-    )
-    dataset_name: str = field(
-        metadata={"help": "Image folder (train/ and test/ of class folders), CUB-200-2011 / Stanford Cars / "
-                          "FGVC-Aircraft folder as downloaded, save_to_disk folder or Hub dataset id."}
-    )
-    protocols: str = field(default="retrieval,knn,linear", metadata={"help": "Comma-separated: retrieval,knn,linear."})
-    output_dir: str | None = field(
-        default=None, metadata={"help": "Where eval_results.json/.md go (default: <model folder>/eval, or ./eval)."}
-    )
-    image_size: int | None = field(
-        default=None, metadata={"help": "Input side S (default: the side of the model's image processor, else the "
-                                        "backbone's image_size, else 224). Images are normalised with the model's "
-                                        "image processor's mean and std (ImageNet's without one)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the train split."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Fixed random subset of the test split."})
-    image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
-    label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
-    train_split: str = field(default="train", metadata={"help": "Split used as memory bank / probe training data."})
-    eval_split: str | None = field(default=None, metadata={"help": "Test split (default: test, else validation)."})
-    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
-    device: str | None = field(default=None, metadata={"help": "cuda, cuda:1, cpu... (default: cuda if available)."})
-    knn_k: int = field(default=KNN_K, metadata={"help": "Neighbours of the weighted kNN."})
-    knn_temperature: float = field(default=KNN_TEMPERATURE, metadata={"help": "Temperature of the kNN weights."})
-    linear_val_fraction: float = field(
-        default=LINEAR_VAL_FRACTION, metadata={"help": "Part of train held out to choose the probe's C."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the probe's validation split."})
-    chunk_size: int = field(default=256, metadata={"help": "Retrieval queries per similarity block."})
-    num_proc: int | None = field(default=None, metadata={"help": "Processes decoding the images (first run only)."})
 
 
 def default_output_dir(model_name_or_path: str) -> Path:
@@ -109,16 +65,20 @@ def run_eval(args: EvalArguments) -> dict:
         with usage_errors(ValueError, OSError):
             refuse_too_small_image(AutoConfig.from_pretrained(args.model_name_or_path), args.image_size,
                                    args.model_name_or_path)
+
+    # Model, and the preprocessing it was trained with (training.processor): its mean / std, and its input side
+    # unless --image_size (training.pretrained: the processor's side, else the size it was trained at).
     with usage_errors(ValueError, OSError):
         encoder = load_encoder(args.model_name_or_path)
-    from .processor import normalization_kwargs, source_processor_settings
-
-    # The model's own preprocessing (training.processor): its mean / std, and its input side unless --image_size.
     with usage_errors(ValueError):
         processor_settings = source_processor_settings(args.model_name_or_path)
-    image_size = args.image_size or (processor_settings or {}).get("image_size") or default_image_size(encoder.config)
+    image_size = args.image_size or input_image_size(encoder.config, (processor_settings or {}).get("image_size"))
+
+    # Data.
     with usage_errors(ValueError):
         data = load_splits_from_args(args, image_size, require_eval=True)
+
+    # Protocols, then the results beside the pictures.
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_name_or_path)
     results = evaluate_encoder(
         encoder, data, protocols, batch_size=args.batch_size, device=args.device, image_size=image_size,
@@ -142,18 +102,24 @@ def build_parser() -> ArgumentParser:
                           description="Retrieval, kNN and linear-probe evaluation of a frozen encoder.")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """fgssl-eval as a library call (returns the results); `argv` (without the program name) defaults to
-    sys.argv[1:]. The console script is `cli`, which returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (args,) = build_parser().parse(sys.argv[1:] if argv is None else argv)
-    results = run_eval(args)
+def print_results(results: dict) -> None:
+    """The metrics, one per line in the documented order, then the files written."""
     for key in metric_keys(results):
         print(f"{key}: {results[key]}")
     print(f"Wrote {', '.join(results['output_files'])}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """fgssl-eval called from Python: prints the metrics and where they were written, returns the results dict.
+    `argv` excludes the program name (default: sys.argv[1:]); `cli` wraps this for the console (exit status)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    (args,) = build_parser().parse(sys.argv[1:] if argv is None else argv)
+    results = run_eval(args)
+    print_results(results)
     return results
 
 
+#: The console script (pyproject.toml [project.scripts]): `main` with one-line usage errors and an exit status.
 cli = console_entry(main, "fgssl-eval")
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Frozen-encoder evaluation (docs/method.md "Evaluation protocol"): retrieval, weighted kNN and a linear probe.
 
     load_encoder        an fgssl checkpoint, a plain transformers backbone or a Hub id -> FGSSLModel
+                        (training.pretrained.load_pretrained, the one loader)
     embed_dataset       a decoded split (training.data) -> features N x C (float32), labels N
     retrieval_metrics   test split, each image querying all others by cosine similarity: rank-1, rank-5, mAP
     knn_top1            weighted kNN (k 20, T 0.07, weights exp(sim / T)) with the train split as memory bank
@@ -51,37 +52,18 @@ RESULTS_MD = "eval_results.md"
 
 
 def load_encoder(name_or_path: str, **kwargs):
-    """The encoder `f` (an FGSSLModel) from an fgssl checkpoint, a plain transformers backbone, or a Hub id.
-
-    An fgssl folder (config model_type "fgssl": encoder, classifier or pre-training checkpoint) loads with
-    AutoModel; anything else is taken as a backbone and wrapped with `FGSSLModel.from_backbone_pretrained`,
+    """The encoder `f` (an FGSSLModel) from an fgssl checkpoint (encoder, classifier or pre-training), a plain
+    transformers backbone (wrapped with fgssl's mean pooling), or a Hub id: `training.pretrained.load_pretrained`,
     so every encoder is measured with the same mean pooling of its final feature map.
 
     Raises:
         OSError: the path is neither a model folder nor a reachable Hub id.
         ValueError: the checkpoint lacks encoder weights (they would silently stay random).
     """
-    from .. import modeling  # noqa: F401  (registers the fgssl Auto classes)
     from ..modeling import FGSSLModel
-    from transformers import AutoConfig, AutoModel
+    from .pretrained import load_pretrained
 
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
-        raise OSError(
-            f"Cannot load a model config from {name_or_path!r} ({err}). Pass a local folder with config.json "
-            "(an fgssl checkpoint or a transformers vision backbone) or a Hub id with network access."
-        ) from err
-    if config.model_type != "fgssl":
-        return FGSSLModel.from_backbone_pretrained(name_or_path, **kwargs)
-    model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
-    missing = [k for k in info.get("missing_keys", []) if k.startswith(("backbone.", "screening."))]
-    if missing:
-        raise ValueError(
-            f"{name_or_path} lacks encoder weights {sorted(missing)[:5]}...: evaluating it would measure a random "
-            "encoder. Point --model_name_or_path at a folder written by save_pretrained of an fgssl model."
-        )
-    return model
+    return load_pretrained(name_or_path, FGSSLModel, purpose="evaluating it", **kwargs)
 
 
 def as_encoder(model_or_path):
@@ -99,16 +81,6 @@ def as_encoder(model_or_path):
 def default_device() -> torch.device:
     """The first CUDA device when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_image_size(config, fallback: int = 224) -> int:
-    """The input size a model config (fgssl or plain backbone) was built for (ViT's image_size), else `fallback`."""
-    # An fgssl config records the pre-training resolution; otherwise the backbone's own input size.
-    size = getattr(config, "image_size", None) if hasattr(config, "backbone_config") else None
-    size = size or getattr(getattr(config, "backbone_config", config), "image_size", None)
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    return int(size) if size else fallback
 
 
 @torch.inference_mode()
@@ -395,7 +367,10 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
 
         stats = normalization_kwargs(source_processor_settings(str(model_or_path)))
         image_mean, image_std = stats.get("image_mean"), stats.get("image_std")
-    image_size = image_size or default_image_size(encoder.config, fallback=int(data.eval[0]["pixel_values"].shape[-1]))
+    if not image_size:  # the size it was trained at (training.pretrained), else the side the images are stored at
+        from .pretrained import trained_image_size
+
+        image_size = trained_image_size(encoder.config, fallback=int(data.eval[0]["pixel_values"].shape[-1]))
 
     def lap(name):
         """Record the seconds since the previous lap under `name`."""
@@ -501,7 +476,7 @@ def write_results(results: dict, output_dir) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = output_dir / RESULTS_JSON, output_dir / RESULTS_MD
-    from .runinfo import atomic_write_json, atomic_write_text
+    from .atomic import atomic_write_json, atomic_write_text
 
     atomic_write_json(json_path, json_safe(results))
     atomic_write_text(md_path, results_markdown(results))

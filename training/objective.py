@@ -13,7 +13,7 @@ step   what                                        here
 3      ... its loss with SimSiam (per sample)      :func:`simsiam_scoring_loss`
 4      nuisance mask M                             :func:`nuisance_mask`
 5      perturbation h -> h' (and A -> A')          :func:`noise_scale`, :func:`perturb_features`
-2-5    the whole chain, ONE function               :func:`nuisance_perturbation` (trainer and benchmarks)
+2-5    the whole chain, ONE function               :func:`nuisance_perturbation` (``methods.perturbation_step``)
 6      reconstruction loss L_R                     :func:`reconstruction_loss`
 7      synthesized-pair loss L_Cp (subset)         :func:`info_nce` / :func:`simsiam_loss`, :func:`synth_subset`
 8      total loss, ramp of nu                      :func:`synth_loss_weight`
@@ -23,7 +23,8 @@ LCR    baseline: Grad-CAM map + KL term            :func:`gradcam_map`, :func:`l
 Shapes: B batch, C feature dimensions of ``h``, d projector output, K queue length,
 H x W spatial size of the feature map ``A``, S the decoder's output size.
 
-The networks are run by the trainer, which hands the tensors in; the only piece of ``modeling`` used here is
+The networks are run by the base objectives and the methods (``training/bases.py``, ``training/methods.py``),
+which hand the tensors in; the only piece of ``modeling`` used here is
 :class:`VarianceTracker`, a declared submodule of the pre-training model (it is training state saved with it).
 """
 
@@ -447,7 +448,8 @@ def nuisance_perturbation(
     update_statistics: bool = True,
     generator: torch.Generator | None = None,
 ) -> Perturbation:
-    """docs/method.md steps 2-5 in one call, the only place they are composed (trainer and benchmarks call this).
+    """docs/method.md steps 2-5 in one call, the only place they are composed (the trainer and the benchmarks call
+    it with a run's knobs through ``training.methods.perturbation_step``).
 
     2. fold ``h`` into the running statistics (all-reduced across processes) and take V, the ``rho_variance``
        fraction of lowest-variance dims; 3. the Grad-CAM scores of the SSL ``loss`` (through the projector only)

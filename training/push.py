@@ -5,8 +5,8 @@
 `push_to_hub(dir, repo_id, ...)` is the library function the pre-training and fine-tuning CLIs call after
 saving locally: it uploads an allow-list (ALLOW_PATTERNS: weights, configs, code, image processor, card, results,
 pictures, encoder/ and decoder/), never stray files, and renders the card with the repository id.
-`check_hub_access()` is what they call BEFORE training when asked to push, so that a missing token fails in
-seconds instead of after hours. Both raise HubPushError with the cause and the fix; the local
+`check_hub_access()` is what they call BEFORE training when asked to push (through `take_over_push`), so that a
+missing token fails in seconds instead of after hours; `push_final_model` pushes the run's result at the end. Both raise HubPushError with the cause and the fix; the local
 files are never touched by a failed push.
 """
 
@@ -97,6 +97,34 @@ def check_hub_access(token: str | None = None, check_network: bool = False) -> s
                 "the network and that the token is valid (`hf auth whoami`)."
             ) from err
     return token
+
+
+def take_over_push(training_args) -> str | None:
+    """The repository a training run pushes its final model to (--hub_model_id, else the output folder's name), or
+    None without --push_to_hub. The Hub is checked now, before training (no token, offline, unreachable or the
+    token refused: a one-line UsageError, so no work is lost), and Trainer's own pushes are switched off: the run
+    pushes the final model once, with its card (`push_final_model`)."""
+    if not training_args.push_to_hub:
+        return None
+    from .cli import UsageError
+
+    try:
+        check_hub_access(training_args.hub_token, check_network=True)
+    except HubPushError as err:
+        raise UsageError(f"--push_to_hub: {err} (or drop --push_to_hub and push later with fgssl-push).") from err
+    training_args.push_to_hub = False
+    return training_args.hub_model_id or Path(training_args.output_dir).name
+
+
+def push_final_model(folder, repo_id: str, training_args, saved_note: str, private: bool | None = None) -> str:
+    """`push_to_hub` of a run's final model with --hub_token; a failed push is a one-line error that adds
+    `saved_note` (where the model is saved locally, how to push it later). Returns the commit URL."""
+    from .cli import OneLineError
+
+    try:
+        return push_to_hub(folder, repo_id, token=training_args.hub_token, private=private)
+    except HubPushError as err:
+        raise OneLineError(f"{err} {saved_note}") from err
 
 
 def ensure_remote_code(folder) -> list[str]:

@@ -7,10 +7,10 @@ more pixels than the mark does. In the default dataset (generator version 2) eve
 scheme (the whole picture turned to a hue of its own), its own position, scale and facing, on a plain
 background: nuisance that the SSL augmentations (hue jitter, random crops, flips) span, so that instance
 discrimination has to find the mark, while an untrained encoder is misled by the colours (issue 11;
-benchmarks/results/demo/). Options give harder variants: `nuisance_levels=None, background_types=6,
-palette="independent"` is version 1's dataset (textured backgrounds, every colour, rotation and texture of its
-own: per-image cues the augmentations do not remove, which contrastive SSL learns instead of the mark), and
-`scenes=k` shares one background, colours and rotation among the images of each of k scenes.
+benchmarks/results/demo/). `nuisance_levels=None, background_types=6, palette="independent"` is version 1's
+dataset (textured backgrounds, every colour, rotation and texture of its own: per-image cues the augmentations do
+not remove, which contrastive SSL learns instead of the mark). Other variants (shared scenes, fixed geometry, ...)
+are built by `benchmarks/demo_variants.py` through `make_dataset` with a factor sampler of their own.
 
 The marks are all mirror-symmetric, so a horizontal flip (an augmentation, and the `facing` factor)
 never turns one class into another. Rendering is a pure function of (label, factors, size), so every
@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import datasets
@@ -136,29 +136,6 @@ def sample_factors(rng: np.random.Generator, levels: int | None = None, backgrou
                            scale=scale, rotation=rotation, facing=facing, texture_seed=texture_seed)
 
 
-#: The factors a scene fixes (a habitat and a plumage shared by many images); position, scale and facing stay per image.
-SCENE_FIELDS = ("background", "background_hue", "body_hue", "rotation", "texture_seed")
-
-
-def sample_scenes(num_scenes: int, seed: int, background_types: int = len(BACKGROUNDS)) -> list[NuisanceFactors]:
-    """num_scenes scenes: each fixes the background (kinds in turn, so scenes differ in kind first), its colours and
-    texture, the body colour and the rotation. They belong to the dataset's seed, shared by its train and test
-    splits, like the habitats of a real collection."""
-    if int(num_scenes) < 1:
-        raise ValueError(f"scenes must be >= 1 (or None for a scene per image), got {num_scenes}.")
-    rng = np.random.default_rng([seed, 2])
-    scenes = []
-    for k in range(int(num_scenes)):
-        f = sample_factors(rng, None, background_types)
-        scenes.append(replace(f, background=k % int(background_types)))
-    return scenes
-
-
-def in_scene(factors: NuisanceFactors, scene: NuisanceFactors) -> NuisanceFactors:
-    """factors with the scene's SCENE_FIELDS (the bird's position, scale and facing are kept)."""
-    return replace(factors, **{name: getattr(scene, name) for name in SCENE_FIELDS})
-
-
 # --------------------------------------------------------------------------------------------- geometry
 
 
@@ -196,7 +173,7 @@ def _mark_polygons(shape: str) -> list[tuple[np.ndarray, str]]:
     }[shape]
 
 
-def _bird_parts(label: int) -> list[tuple[str, np.ndarray | tuple]]:
+def _bird_parts(label: int, mark_radius: float = MARK_RADIUS) -> list[tuple[str, np.ndarray | tuple]]:
     """The bird in canonical coordinates (bird length ~1, facing +x, y down, body centre at 0):
     (colour role, polygon) in drawing order, or ("legs", (p0, p1)) line segments."""
     shape = MARK_SHAPES[label % len(MARK_SHAPES)]
@@ -213,7 +190,7 @@ def _bird_parts(label: int) -> list[tuple[str, np.ndarray | tuple]]:
         ("wing", _ellipse(-0.04, -0.01, 0.27, 0.175, tilt_deg=-6.0)),
     ]
     for polygon, role in _mark_polygons(shape):
-        parts.append((role, np.array([mx, my]) + MARK_RADIUS * polygon))
+        parts.append((role, np.array([mx, my]) + mark_radius * polygon))
     return parts
 
 
@@ -302,9 +279,11 @@ def _placer(f: NuisanceFactors, side: float):
     return place
 
 
-def part_mask(label: int, factors: NuisanceFactors | dict, size: int = 64, part: str = "bird") -> np.ndarray:
+def part_mask(label: int, factors: NuisanceFactors | dict, size: int = 64, part: str = "bird",
+              mark_radius: float = MARK_RADIUS) -> np.ndarray:
     """Boolean size x size mask of the bird (`part="bird"`: body, head, tail, wing, beak; legs left out) or of
-    its class mark (`part="mark"`) in the image `render_image(label, factors, size)`: where the class can be seen.
+    its class mark (`part="mark"`) in the image `render_image(label, factors, size, mark_radius)`: where the class
+    can be seen.
 
     A pixel is in the mask when at least half of it is covered (the same 4x supersampling as the rendering).
     """
@@ -315,7 +294,7 @@ def part_mask(label: int, factors: NuisanceFactors | dict, size: int = 64, part:
     canvas = Image.new("L", (size * ss, size * ss), 0)
     draw, place = ImageDraw.Draw(canvas), _placer(f, size * ss)
     roles = ("body", "beak", "wing", "mark") if part == "bird" else ("mark",)
-    for role, geometry in _bird_parts(label):
+    for role, geometry in _bird_parts(label, mark_radius):
         if role in roles:
             draw.polygon(place(geometry), fill=255)
         elif part == "mark" and role == "wing":  # a ring's hole is wing, not mark
@@ -323,11 +302,12 @@ def part_mask(label: int, factors: NuisanceFactors | dict, size: int = 64, part:
     return np.asarray(canvas.resize((size, size), Image.Resampling.BOX)) >= 128
 
 
-def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64) -> Image.Image:
+def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64,
+                 mark_radius: float = MARK_RADIUS) -> Image.Image:
     """Render the bird of class `label` with the given nuisance factors as an RGB size x size PIL image.
 
     Pure function: the same arguments give the same pixels. Two calls that differ only in `label`
-    differ only in the wing mark.
+    differ only in the wing mark (its radius: `mark_radius` bird lengths).
     """
     f = factors if isinstance(factors, NuisanceFactors) else NuisanceFactors(**factors)
     if not 0 <= label < MAX_CLASSES:
@@ -353,7 +333,7 @@ def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64) ->
     length = f.scale * side
     place = _placer(f, side)
     draw = ImageDraw.Draw(canvas)
-    for role, geometry in _bird_parts(label):
+    for role, geometry in _bird_parts(label, mark_radius):
         if role == "legs":
             draw.line(place(geometry), fill=as_rgb["legs"], width=max(1, round(0.025 * length)))
         elif role in ("body", "wing"):
@@ -369,62 +349,75 @@ def render_image(label: int, factors: NuisanceFactors | dict, size: int = 64) ->
 # --------------------------------------------------------------------------------------------- datasets
 
 
-def _features(num_classes: int, with_scene: bool = False) -> datasets.Features:
-    factor_types = {"background": "int32", "facing": "int32", "texture_seed": "int64"}
+#: Column types of the factors; other int fields are int32 and float fields float32.
+_COLUMN_TYPES = {"texture_seed": "int64"}
+
+
+def _features(num_classes: int, factor_type: type) -> datasets.Features:
+    """image, label, then one column per field of `factor_type` (NuisanceFactors or a dataclass extending it)."""
+    def column_type(field) -> str:
+        return _COLUMN_TYPES.get(field.name, "int32" if field.type in (int, "int") else "float32")
+
     return datasets.Features(
         {
             "image": datasets.Image(),
             "label": datasets.ClassLabel(names=class_names(num_classes)),
-            **({"scene": datasets.Value("int32")} if with_scene else {}),
-            **{fl.name: datasets.Value(factor_types.get(fl.name, "float32")) for fl in fields(NuisanceFactors)},
+            **{fl.name: datasets.Value(column_type(fl)) for fl in fields(factor_type)},
         }
     )
 
 
-def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.random.Generator,
-                nuisance_levels: int | None = None, background_types: int = len(BACKGROUNDS),
-                scenes: list[NuisanceFactors] | None = None, palette: str = "independent") -> dict:
-    """Columns of one split: per_class images of every class, in a shuffled order."""
+def _make_split(num_classes: int, per_class: int, image_size: int, rng: np.random.Generator, draw_factors,
+                render) -> tuple[dict, type]:
+    """Columns of one split (per_class images of every class, in a shuffled order) and the factors' type."""
     labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
-    columns: dict[str, list] = {"image": [], "label": [], **{fl.name: [] for fl in fields(NuisanceFactors)}}
-    if scenes:
-        columns["scene"] = []
+    columns: dict[str, list] = {"image": [], "label": []}
+    factor_type = NuisanceFactors
     for label in labels:
-        factors = sample_factors(rng, nuisance_levels, background_types, palette)
-        if scenes:
-            k = int(rng.integers(len(scenes)))
-            factors = in_scene(factors, scenes[k])
-            columns["scene"].append(k)
-        columns["image"].append(render_image(int(label), factors, image_size))
+        factors = draw_factors(rng)
+        factor_type = type(factors)
+        columns["image"].append(render(int(label), factors, image_size))
         columns["label"].append(int(label))
         for name, value in asdict(factors).items():
-            columns[name].append(value)
-    return columns
+            columns.setdefault(name, []).append(value)
+    return columns, factor_type
+
+
+def make_dataset(draw_factors, num_classes=10, train_per_class=100, test_per_class=20, image_size=64, seed=0,
+                 render=render_image) -> datasets.DatasetDict:
+    """A synthetic fine-grained dataset whose nuisance factors come from `draw_factors(rng) -> NuisanceFactors`
+    (or an instance of a dataclass extending NuisanceFactors: its extra fields become columns too), called once
+    per image after the split's labels are drawn; `render(label, factors, image_size)` draws each image.
+
+    Returns a DatasetDict with splits "train" and "test"; columns: image (PIL, image_size x image_size RGB), label
+    (ClassLabel, names from `class_names`) and the factors' fields. Deterministic given the arguments (and a
+    deterministic `draw_factors`); train and test draw from independent streams of `seed`.
+    """
+    names = class_names(num_classes)  # validates num_classes
+    splits = {}
+    for index, (split, per_class) in enumerate((("train", train_per_class), ("test", test_per_class))):
+        rng = np.random.default_rng([seed, index])
+        columns, factor_type = _make_split(num_classes, per_class, image_size, rng, draw_factors, render)
+        features = _features(len(names), factor_type)
+        columns = {name: columns.get(name, []) for name in features}
+        splits[split] = datasets.Dataset.from_dict(columns, features=features)
+    return datasets.DatasetDict(splits)
 
 
 def make_fine_grained_dataset(num_classes=10, train_per_class=100, test_per_class=20, image_size=64, seed=0,
-                              nuisance_levels=1, background_types=1, palette="turned", scenes=None):
-    """Generate the synthetic fine-grained dataset (nuisance_levels, background_types, palette: see
-    `sample_factors`; scenes: None draws every image's nuisance on its own, an integer k gives every image one of
-    k scenes, see `sample_scenes`, recorded in a "scene" column). The defaults: one plain background, no rotation,
-    every image's colour scheme turned to its own hue (see the module docstring).
+                              nuisance_levels=1, background_types=1, palette="turned"):
+    """Generate the synthetic fine-grained dataset, every image's nuisance drawn on its own by `sample_factors`
+    (nuisance_levels, background_types, palette: see there). The defaults (the embedded default dataset): one
+    plain background, no rotation, every image's colour scheme turned to its own hue (see the module docstring).
 
     Returns a DatasetDict with splits "train" and "test"; columns: image (PIL, image_size x image_size
     RGB), label (ClassLabel, names from `class_names`) and the nuisance factors (see NuisanceFactors).
     Deterministic given the arguments; train and test draw from independent streams of `seed`.
     """
-    names = class_names(num_classes)  # validates num_classes
-    features = _features(len(names), with_scene=scenes is not None)
-    scene_list = None if scenes is None else sample_scenes(scenes, seed, background_types)
-    splits = {}
-    for index, (split, per_class) in enumerate((("train", train_per_class), ("test", test_per_class))):
-        rng = np.random.default_rng([seed, index])
-        splits[split] = datasets.Dataset.from_dict(
-            _make_split(num_classes, per_class, image_size, rng, nuisance_levels, background_types, scene_list,
-                        palette),
-            features=features,
-        )
-    return datasets.DatasetDict(splits)
+    def draw_factors(rng: np.random.Generator) -> NuisanceFactors:
+        return sample_factors(rng, nuisance_levels, background_types, palette)
+
+    return make_dataset(draw_factors, num_classes, train_per_class, test_per_class, image_size, seed)
 
 
 #: The generator's parameters and their defaults: the cache key of `default_dataset`.
@@ -444,7 +437,9 @@ def default_dataset(cache_dir=None, **kwargs) -> datasets.DatasetDict:
     loaded from there afterwards (load_from_disk, so later decoding is cached by datasets too)."""
     params = GENERATOR_SIGNATURE.bind(**kwargs)  # TypeError on an unknown argument
     params.apply_defaults()
-    key = json.dumps({**params.arguments, "generator_version": GENERATOR_VERSION}, sort_keys=True)
+    # "scenes": None is what the generator's signature held until its scenes moved to benchmarks/demo_variants.py;
+    # kept in the key so that copies cached before still load.
+    key = json.dumps({**params.arguments, "scenes": None, "generator_version": GENERATOR_VERSION}, sort_keys=True)
     root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_root()
     path = root / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if not (path / "dataset_dict.json").is_file():

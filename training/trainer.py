@@ -1,30 +1,31 @@
 """`FGSSLTrainer`: a transformers `Trainer` whose `compute_loss` is one training step of docs/method.md.
 
-`compute_loss` reads top to bottom like docs/method.md's "One training step"; each step is a function of
-`training/objective.py`. The base objective is the model's (`config.base`): MoCo v2 or SimSiam. With MoCo, once
-per optimiser step (not per micro-batch) a callback updates the momentum branch and pushes the keys of the whole
-step (gathered from every process) into the queue, so gradient accumulation of n x B and steps of n*B do the same
-MoCo bookkeeping, and every rank holds the same queue; SimSiam has neither, and the callback does nothing.
+`compute_loss` draws the two views and hands them to the training objective (`training/methods.py`): the base
+objective of the model (`config.base`, MoCo v2 or SimSiam: `training/bases.py`) and what the method adds on top
+(`ObjectiveArguments.method`), composed once by `build_objective`. With MoCo, once per optimiser step (not per
+micro-batch) a callback updates the momentum branch and pushes the keys of the whole step (gathered from every
+process) into the queue, so gradient accumulation of n x B and steps of n*B do the same MoCo bookkeeping, and every
+rank holds the same queue; SimSiam has neither, and the callback does nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import objective as obj
 from .augment import TwoViewAugment
+from .bases import GradCamInputs
+from .methods import Views, build_objective, check_model_for_method, scale_grad, to_input_size
 from .portable import SafeSaveMixin
+from .pretrained import trained_image_size
 from .runinfo import SafeCheckpointMixin
-from .shuffle_bn import grouped_encode, has_batch_norm, shuffled_keys
 
 #: What is added to the base objective (config.base, MoCo v2 or SimSiam): nothing ("moco", the name from before
 #: SimSiam existed), LCR, or the synthesized pairs of this method.
@@ -160,22 +161,15 @@ class ObjectiveArguments:
             std=std,
         )
 
-
-class GradCamInputs(NamedTuple):
-    """What the Grad-CAM criteria differentiate (docs/method.md step 3): a scalar `loss` whose gradient row i with respect
-    to `features` (h, B x C) or `feature_map` (A, B x C x H x W) is sample i's own gradient of L_C."""
-
-    loss: torch.Tensor
-    features: torch.Tensor
-    feature_map: torch.Tensor
-
-
-def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
-    """Identity forward; backward multiplies the gradient by `weight` (L_R trains the encoder only a little)."""
-    if weight == 1.0:
-        return x
-    detached = x.detach()
-    return detached if weight == 0.0 else detached + weight * (x - detached)
+    @classmethod
+    def from_run_folder(cls, run_dir: str | Path) -> ObjectiveArguments:
+        """The knobs a pre-training run was trained with: the "objective" of its `training_config.json`. Knobs the
+        file predates take their defaults; knobs it names that no longer exist are left out."""
+        path = Path(run_dir) / "training_config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} holds no training_config.json: not a finished pre-training run.")
+        saved = json.loads(path.read_text()).get("objective") or {}
+        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
 
 
 class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
@@ -193,12 +187,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         self.objective_args = objective_args or ObjectiveArguments()
         oa = self.objective_args
         config = model.config
-        if oa.method == "fgssl" and model.decoder is None:
-            raise ValueError("method='fgssl' needs a decoder: build the model with FGSSLConfig(use_decoder=True).")
-        if oa.method != "fgssl" and model.decoder is not None:
-            raise ValueError(f"method={oa.method!r} trains no decoder: build the model with use_decoder=False.")
-        if (oa.method == "lcr") != (config.pooling == "screening"):
-            raise ValueError("method='lcr' goes with pooling='screening', and only it.")
+        check_model_for_method(oa.method, model)
         if args is not None:
             # The objective touches every trainable parameter in every step; DDP's unused-parameter search would
             # miss those used after the wrapped forward (projector on synthesized images, decoder).
@@ -211,7 +200,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
                 # torch_compile is): clear it too, or accelerate compiles the whole model, whose outputs h and A
                 # are then separate graph outputs that the Grad-CAM gradient finds unused.
                 args.torch_compile, args.torch_compile_backend, args.torch_compile_mode = False, None, None
-        size = image_size or _model_image_size(config)
+        size = image_size or trained_image_size(config)
         if kwargs.get("processing_class") is None:
             # Saved by Trainer with the model in every checkpoint and the final folder (preprocessor_config.json).
             from .processor import build_image_processor
@@ -219,13 +208,14 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
             kwargs["processing_class"] = build_image_processor(size)
         super().__init__(model=model, args=args, **kwargs)
         self.model_accepts_loss_kwargs = False
-        self.key_encoder_has_batch_norm = model.has_momentum_branch and has_batch_norm(model.momentum_encoder)
+        # The base objective and the method's additions: the one place the base and the method are switched on.
+        self.training_objective = build_objective(oa, model, self.accelerator, size)
         self.channels_last = oa.channels_last and config.backbone_config.model_type in CONVOLUTIONAL_BACKBONES
         if self.channels_last:
             for encoder in (model.fgssl, model.momentum_encoder):
                 if encoder is not None:
                     encoder.to(memory_format=torch.channels_last)
-        if config.base == "simsiam" and self.accelerator.num_processes > 1:
+        if self.base_objective.heads_have_batch_norm and self.accelerator.num_processes > 1:
             synchronise_head_batch_norm(model, self.objective_args.sync_bn, on_gpu=self.args.device.type != "cpu")
         # The views are normalised as the saved image processor normalises (the starting checkpoint's statistics
         # when it has a processor, ImageNet's otherwise: training.processor).
@@ -235,7 +225,6 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         self.image_mean, self.image_std = stats.get("image_mean"), stats.get("image_std")
         self.augment = oa.augmentation(size, self.image_mean, self.image_std).to(self.args.device)
         self.image_size = size
-        self.pending_keys: list[torch.Tensor] = []
         self.term_sums: dict[str, float] = defaultdict(float)
         self.term_count = 0
         self.pictures: dict[str, torch.Tensor] | None = None
@@ -250,180 +239,67 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     # One training step (docs/method.md), read top to bottom.
     # ------------------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        oa = self.objective_args
         core = self.accelerator.unwrap_model(model)
-        geometric = oa.method == "fgssl" and oa.recon_target == "geometric"
-        v1, v2, *rest = self.augment(inputs["pixel_values"], return_geometric=geometric)
+        step = self.training_objective.loss(model, core, self.views(inputs["pixel_values"]), self.state.global_step,
+                                            want_pictures=self._picture_step())
+        if step.pictures is not None:
+            self.keep_pictures(step.pictures)
+        self._accumulate_terms(step.terms)
+        return (step.loss, step.output) if return_outputs else step.loss
+
+    def views(self, pixel_values: torch.Tensor) -> Views:
+        """The two augmented views of a uint8 batch (B x 3 x H x W), on the training device, and the target of L_R
+        (v1's crop and flip without the photometric steps where the method reconstructs that: docs/method.md step
+        6); channels_last where the encoders are."""
+        geometric = self.training_objective.addition.needs_geometric_target
+        v1, v2, *rest = self.augment(pixel_values, return_geometric=geometric)
         recon_target = rest[0] if geometric else v1
         if self.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        return Views(v1, v2, recon_target)
 
-        # 1. SSL loss of the base objective. The online pass goes through the (possibly DDP-wrapped) model so
-        # gradients synchronise.
-        if core.config.base == "simsiam":
-            out, loss_ssl, terms = self._simsiam_loss(model, v1, v2)
-        else:
-            out, loss_ssl, terms = self._moco_loss(model, core, v1, v2)
-        h = out.pooler_output
-        loss = loss_ssl
+    @property
+    def base_objective(self):
+        """The model's base objective (`training.bases.MoCoObjective` or `SimSiamObjective`)."""
+        return self.training_objective.base
 
-        want_pictures = self._picture_step()
-        if oa.method == "lcr":
-            cam_inputs = self.gradcam_inputs(core, out, loss_ssl)
-            cam = obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map)
-            loss_lcr = obj.lcr_loss(out.screening_logits, cam)
-            loss = loss + oa.lcr_weight * loss_lcr
-            terms["loss_lcr"] = loss_lcr.detach()
-            if want_pictures:
-                self._keep_pictures(v1, cam=cam)
-        elif oa.method == "fgssl":
-            loss, fgssl_terms = self._synthesized_pair_terms(core, loss_ssl, self.gradcam_inputs(core, out, loss_ssl),
-                                                             v1, recon_target, h, out.feature_map, want_pictures)
-            terms.update(fgssl_terms)
-        elif want_pictures:
-            cam_inputs = self.gradcam_inputs(core, out, loss_ssl)
-            self._keep_pictures(v1, cam=obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map))
+    @property
+    def key_encoder_has_batch_norm(self) -> bool:
+        """Whether MoCo's key encoder has BatchNorm (then its keys are computed with Shuffle BN)."""
+        return self.base_objective.key_encoder_has_batch_norm
 
-        self._accumulate_terms(terms)
-        return (loss, out) if return_outputs else loss
+    @property
+    def pending_keys(self) -> list[torch.Tensor]:
+        """MoCo: the keys of this optimiser step's micro-batches, waiting for the queue (SimSiam: none)."""
+        return self.base_objective.pending_keys
 
     def momentum_keys(self, core, images: torch.Tensor) -> torch.Tensor:
         """Keys of `images` from the momentum branch (B x d), with Shuffle BN where the backbone has BatchNorm:
         across processes (`shuffle_bn`) and/or in `shuffle_bn_groups` groups per process (training.shuffle_bn)."""
-        oa = self.objective_args
-        if not self.key_encoder_has_batch_norm:
-            return core.momentum_encode(images)
-        groups = oa.shuffle_bn_groups
-        if self.accelerator.num_processes > 1 and not oa.shuffle_bn:
-            return grouped_encode(core.momentum_encode, images, groups) if groups > 1 else core.momentum_encode(images)
-        return shuffled_keys(core.momentum_encode, images, groups=groups)
-
-    def _moco_loss(self, model, core, v1, v2):
-        """MoCo v2's L_C: InfoNCE of the online queries of v1 against the momentum keys of v2 (and the queue)."""
-        out = model(pixel_values=v1)
-        k = self.momentum_keys(core, v2)
-        negatives = core.queue.clone().detach() if core.queue.shape[0] > 0 else None
-        # Every process's keys (rank order): the queue's input and, with in-batch negatives, the negatives of every
-        # query, so that they grow with the number of processes.
-        gathered = self.accelerator.gather(k.detach())
-        offset = self.accelerator.process_index * k.shape[0]
-        loss_ssl = obj.info_nce(out.query, k, negatives, self.objective_args.temperature,
-                                batch_keys=gathered if self.accelerator.num_processes > 1 else None,
-                                batch_offset=offset if self.accelerator.num_processes > 1 else 0)
-        self.pending_keys.append(gathered)
-        return out, loss_ssl, {"loss_ssl": loss_ssl.detach()}
-
-    def _simsiam_loss(self, model, v1, v2):
-        """SimSiam's L_C: both views through the model in one forward (DDP synchronises once), symmetric negative
-        cosine with stop-gradient on the targets; `output_std` watches for collapse."""
-        out = model(pixel_values=v1, key_pixel_values=v2)
-        n = v1.shape[0]
-        (z1, z2), (p1, p2) = out.projection.split(n), out.prediction.split(n)
-        loss_ssl = obj.simsiam_loss(p1, p2, z1, z2)
-        return out, loss_ssl, {"loss_ssl": loss_ssl.detach(), "output_std": obj.output_std(z1)}
+        return self.base_objective.momentum_keys(core, images)
 
     def gradcam_inputs(self, core, out, loss_ssl) -> GradCamInputs:
-        """The loss, h and A that the Grad-CAM criteria differentiate (docs/method.md step 3; LCR's map).
-
-        MoCo: L_C itself, on the forward's own h and A (sample i's loss depends on its own query only). SimSiam:
-        the heads' BatchNorm couples the samples, so one gradient of L_C mixes every sample's loss into each row;
-        instead A is detached, pooled again and sent through the heads with the batch statistics held constant
-        (the same values), and the loss is the view-1 half of L_C (`simsiam_scoring_loss`): each row of its
-        gradient is that sample's own. The extra pass runs through pooling and heads only, never the backbone.
-        """
-        if core.config.base != "simsiam":
-            return GradCamInputs(loss_ssl, out.pooler_output, out.feature_map)
-        feature_map = out.feature_map.detach().requires_grad_(True)
-        features = core.fgssl.pool(feature_map)[0]
-        _, p1 = core.simsiam_heads(features, freeze_batch_statistics=True)
-        z2 = out.projection[feature_map.shape[0]:]
-        return GradCamInputs(obj.simsiam_scoring_loss(p1, z2), features, feature_map)
-
-    def _synthesized_pair_terms(self, core, loss_ssl, cam_inputs, v1, recon_target, h, feature_map, want_pictures):
-        oa = self.objective_args
-        by_map = core.config.decoder_input == "feature_map"
-        # 2-5. Variance and Grad-CAM criteria, mask, perturbation of detached copies of h (and A).
-        pert = obj.nuisance_perturbation(
-            cam_inputs.loss, cam_inputs.features, core.variance_tracker, rho_variance=oa.rho_variance,
-            rho_gradcam=oa.rho_gradcam, mask_mode=oa.mask_mode, perturbation=oa.perturbation, sigma=oa.sigma,
-            scale=oa.noise_scale, feature_map=cam_inputs.feature_map if by_map else None,
-        )
-        # 6. Synthesis and reconstruction loss; L_R reaches the encoder with a small weight.
-        recon = core.decode(scale_grad(feature_map if by_map else h, oa.recon_encoder_weight))
-        loss_recon = obj.reconstruction_loss(recon, recon_target)
-        loss = loss_ssl + oa.alpha * loss_recon
-        # 7. Synthesized-pair loss on (a fraction of) the batch, once the decoder has warmed up.
-        weight = obj.synth_loss_weight(self.state.global_step, oa.nu, oa.synth_warmup_steps, oa.synth_ramp_steps)
-        terms = {"loss_recon": loss_recon.detach(), "synth_weight": weight}
-        if weight > 0 or want_pictures:
-            # SimSiam's BatchNorm needs two images a batch, also on the synthesized subset.
-            minimum = 2 if core.config.base == "simsiam" else 1
-            idx = obj.synth_subset(h.shape[0], oa.synth_fraction, minimum=minimum).to(h.device)
-            with torch.no_grad():  # the synthesized images are inputs: L_Cp trains the encoder, not the decoder
-                x_hat = recon[idx].detach()
-                x_hat_perturbed = core.decode((pert.feature_map if by_map else pert.features)[idx])
-            if weight > 0:
-                loss_synth = self._synthesized_pair_loss(core, x_hat_perturbed, x_hat)
-                # 8. Total.
-                loss = loss + weight * loss_synth
-                terms["loss_synth"] = loss_synth.detach()
-            if want_pictures:
-                self._keep_pictures(v1[idx], recon=x_hat, perturbed=x_hat_perturbed,
-                                    target=recon_target[idx] if recon_target is not v1 else None,
-                                    cam=obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map)[idx])
-        mask = pert.mask
-        terms["frac_perturbed"] = mask.float().mean()
-        var = core.variance_tracker.var.unsqueeze(0).expand_as(mask)
-        if mask.any():
-            terms["var_perturbed"] = var[mask].mean()
-        if (~mask).any():
-            terms["var_kept"] = var[~mask].mean()
-        return loss, terms
-
-    def _synthesized_pair_loss(self, core, perturbed, original):
-        """L_Cp (docs/method.md step 7) of the images decoded from h' (`perturbed`) and h (`original`), n x 3 x S x S.
-
-        MoCo: the perturbed image is the query, the original one the key of the momentum branch, the other
-        synthesized keys the negatives. SimSiam: both through the encoder and heads, its symmetric loss. With
-        `synth_recompute` the online pass over the synthesized images is recomputed in backward instead of keeping
-        its activations (activation checkpointing).
-        """
-        perturbed, original = self.to_input_size(perturbed), self.to_input_size(original)
-        if core.config.base == "simsiam":
-            def pair_loss(a, b):
-                pair = core(pixel_values=a, key_pixel_values=b)
-                n = a.shape[0]
-                (z1, z2), (p1, p2) = pair.projection.split(n), pair.prediction.split(n)
-                return obj.simsiam_loss(p1, p2, z1, z2)
-
-            return self._maybe_recompute(pair_loss, perturbed, original)
-        query = lambda x: core.project(core.encode(x).pooler_output)  # noqa: E731
-        q = self._maybe_recompute(query, perturbed)
-        return obj.info_nce(q, self.momentum_keys(core, original), None, self.objective_args.temperature)
-
-    def _maybe_recompute(self, fn, *inputs):
-        if self.objective_args.synth_recompute:
-            return checkpoint(fn, *inputs, use_reentrant=False)
-        return fn(*inputs)
+        """The loss, h and A that the Grad-CAM criteria differentiate (docs/method.md step 3; LCR's map): the base
+        objective's `gradcam_inputs` (training.bases)."""
+        return self.base_objective.gradcam_inputs(core, out, loss_ssl)
 
     def to_input_size(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded images (S x S) are resized up to the encoder's input size before they are encoded."""
-        if images.shape[-1] == self.image_size:
-            return images
-        return F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return to_input_size(images, self.image_size)
+
+    def clip_gradients(self, model) -> float | torch.Tensor | None:
+        """Clip the gradients to `max_grad_norm` as the Trainer's loop does before each optimiser step (nothing when
+        it is 0); returns the norm before clipping, or None."""
+        return self._clip_grad_norm(model) if self.args.max_grad_norm > 0 else None
 
     # ------------------------------------------------------------------------------------------------------------
     # Once per optimiser step (called by MomentumQueueCallback.on_step_end)
     # ------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def momentum_and_queue_step(self):
-        core = self.accelerator.unwrap_model(self.model)
-        if not core.has_momentum_branch:  # SimSiam: no momentum branch, no queue
-            return
-        core.update_momentum()
-        if self.pending_keys:
-            core.enqueue(torch.cat(self.pending_keys))
-        self.pending_keys = []
+        """The base objective's bookkeeping once per optimiser step: MoCo's momentum update and enqueue (SimSiam:
+        nothing)."""
+        self.training_objective.after_optimizer_step(self.accelerator.unwrap_model(self.model))
 
     # ------------------------------------------------------------------------------------------------------------
     # Logging of every loss term, pictures
@@ -460,15 +336,16 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
 
     def synth_schedule(self) -> tuple[int, int] | None:
         """(warm-up steps, ramp steps) of the synthesized-pair loss for the curves; None when the method has none."""
-        oa = self.objective_args
-        return (oa.synth_warmup_steps, oa.synth_ramp_steps) if oa.method == "fgssl" else None
+        return self.training_objective.addition.synth_schedule()
 
-    def _keep_pictures(self, images, recon=None, perturbed=None, cam=None, target=None, count: int = 8):
-        pictures = {"input": images[:count].detach().float().cpu()}
-        for name, value in (("target", target), ("reconstruction", recon), ("perturbed", perturbed), ("gradcam", cam)):
-            if value is not None:
-                pictures[name] = value[:count].detach().float().cpu()
-        self.pictures = pictures
+    #: The rows of a picture sheet, in order (input, then what the method shows of it).
+    PICTURE_ROWS = ("input", "target", "reconstruction", "perturbed", "gradcam")
+
+    def keep_pictures(self, images: dict[str, torch.Tensor], count: int = 8) -> None:
+        """Keep the first `count` images of each row (`PICTURE_ROWS`; None rows left out) for the sheet of this step,
+        which `MomentumQueueCallback` writes at the step's end."""
+        self.pictures = {name: images[name][:count].detach().float().cpu()
+                         for name in self.PICTURE_ROWS if images.get(name) is not None}
         self.pictures_step = self.state.global_step
 
     def write_pictures(self, directory: str | Path) -> Path | None:
@@ -543,11 +420,6 @@ def compile_networks(model, **compile_kwargs) -> None:
             encoder.backbone.compile(**compile_kwargs)
     if getattr(model, "decoder", None) is not None:
         model.decoder.compile(**compile_kwargs)
-
-
-def _model_image_size(config) -> int:
-    size = config.image_size or getattr(config.backbone_config, "image_size", 224)
-    return size[0] if isinstance(size, (list, tuple)) else int(size)
 
 
 __all__ = ["FGSSLTrainer", "ObjectiveArguments", "MomentumQueueCallback", "METHODS", "GradCamInputs", "scale_grad"]

@@ -1,7 +1,8 @@
 """Run by tests/test_multiprocess.py under torch.distributed.run with 2 CPU processes (gloo).
 
-Each rank draws its own queries and keys, gathers every rank's keys with accelerate (as FGSSLTrainer._moco_loss does)
-and computes the in-batch InfoNCE against the keys of the whole global batch; it saves its tensors and loss.
+Each rank draws its own queries and keys, gathers every rank's keys with accelerate (as
+training.bases.MoCoObjective.ssl_loss does) and computes the in-batch InfoNCE against the keys of the whole global
+batch; it saves its tensors and loss.
 """
 
 import sys
