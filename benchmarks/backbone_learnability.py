@@ -36,11 +36,13 @@ def train_supervised(backbone: str, data, steps: int, seed: int, every: int = 15
     """Test accuracy of `backbone` + a linear head trained with labels, every `every` steps."""
     import torch
 
-    from fgssl.training.pretrain import ModelArguments, build_model, parse_args
+    from fgssl.training.arguments import ModelArguments
+    from fgssl.training.backbones import build_model
+    from fgssl.training.pretrain import parse_args
 
     torch.manual_seed(seed)
     model_args = ModelArguments(backbone=backbone, image_size=64)
-    encoder = build_model(model_args, "moco").fgssl
+    encoder = build_model(model_args, "plain").fgssl
     _, _, _, objective = parse_args([])  # the demo recipe's augmentation
     augment = objective.augmentation(64)
     x_train, y_train = uint8_tensors(data["train"])

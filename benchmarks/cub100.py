@@ -74,7 +74,7 @@ from benchmarks.summarize import METRICS, write_summary  # noqa: E402
 DEFAULT_CONFIG = "configs/cub100_cpu.yaml"
 #: Benchmark method name -> pretrain arguments. The simsiam rows: the same methods on the SimSiam base.
 METHOD_ARGS = {
-    "moco": ["--method", "moco"],
+    "moco": ["--method", "plain"],
     "lcr": ["--method", "lcr"],
     "fgssl": ["--method", "fgssl"],
     "fgssl-random": ["--method", "fgssl", "--mask_mode", "random"],
@@ -251,7 +251,8 @@ def evaluate_random_init(spec: RunSpec, config: str, extra: list[str], dry_run: 
 def start_row_name(config: str, extra: list[str]) -> str:
     """What the untrained-on-cub100 encoder of these arguments is: `random-init` for a backbone preset, else
     `generic-init` (pretrained weights named by --backbone, e.g. the generic initialisation of --init)."""
-    from fgssl.training.pretrain import backbone_presets, parse_args
+    from fgssl.training.backbones import backbone_presets
+    from fgssl.training.pretrain import parse_args
 
     model_args = parse_args([config, *extra])[0]
     return "random-init" if model_args.backbone in backbone_presets() else "generic-init"
@@ -259,7 +260,7 @@ def start_row_name(config: str, extra: list[str]) -> str:
 
 def random_init_argv(config: str, extra: list[str], spec: RunSpec) -> list[str]:
     """Pretrain arguments whose (untrained) model is the random-init encoder: moco, i.e. mean pooling."""
-    return [config, *extra, "--method", "moco", "--seed", str(spec.seed), "--output_dir", str(spec.run_dir)]
+    return [config, *extra, "--method", "plain", "--seed", str(spec.seed), "--output_dir", str(spec.run_dir)]
 
 
 def random_init_model(pretrain_argv_: list[str]):
@@ -270,7 +271,8 @@ def random_init_model(pretrain_argv_: list[str]):
     from transformers import set_seed
 
     from fgssl.training.data import load_splits_from_args
-    from fgssl.training.pretrain import build_model, parse_args
+    from fgssl.training.backbones import build_model
+    from fgssl.training.pretrain import parse_args
 
     model_args, data_args, training_args, objective_args = parse_args(pretrain_argv_)
     set_seed(training_args.seed)
@@ -355,7 +357,7 @@ def continued_extra(args: argparse.Namespace, base: Path) -> list[str]:
 def grid_points() -> list[tuple[str, list[str]]]:
     """(name, pretrain overrides) of the grid: the centre, each knob varied alone, and the two references."""
     # The references and the centre first: a grid cut short still holds the comparison that matters most.
-    points = [("moco", ["--method", "moco"]), ("center", ["--method", "fgssl", *knob_argv(GRID_CENTER)]),
+    points = [("moco", ["--method", "plain"]), ("center", ["--method", "fgssl", *knob_argv(GRID_CENTER)]),
               ("center+random-mask", ["--method", "fgssl", *knob_argv({**GRID_CENTER, "mask_mode": "random"})])]
     for knob, values in GRID_VARIATIONS.items():
         for value in values:
@@ -452,7 +454,7 @@ def run_init_grid(args: argparse.Namespace) -> dict:
     for recipe, knobs in INIT_GRID_RECIPES.items():
         name = f"moco {recipe}"
         spec = RunSpec(name, seed, "grid", runs_dir / f"moco-{recipe_tag(recipe)}-seed{seed}")
-        argv = [args.config, *args.extra, *holdout, "--method", "moco", *knob_argv(knobs), "--seed", str(seed),
+        argv = [args.config, *args.extra, *holdout, "--method", "plain", *knob_argv(knobs), "--seed", str(seed),
                 "--output_dir", str(spec.run_dir)]
         records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)
     if args.dry_run:
@@ -487,7 +489,7 @@ def run_init_grid(args: argparse.Namespace) -> dict:
             for layers, knobs in INIT_GRID_LAYERS.items():
                 name = f"moco {best_recipe},{layers}"
                 spec = RunSpec(name, seed, "grid", runs_dir / f"moco-{recipe_tag(best_recipe)}-{recipe_tag(layers)}-seed{seed}")
-                argv = [args.config, *args.extra, *holdout, "--method", "moco",
+                argv = [args.config, *args.extra, *holdout, "--method", "plain",
                         *knob_argv({**INIT_GRID_RECIPES[best_recipe], **knobs}), "--seed", str(seed),
                         "--output_dir", str(spec.run_dir)]
                 records[name] = launch_argv(spec, argv, args.dry_run, args.keep_checkpoints)

@@ -1,7 +1,7 @@
 """Why does (or did) the demo not learn its classes? One demo run on a variant of the embedded dataset, with recipe
 overrides (issue 11's diagnosis; the results and what was chosen from them: benchmarks/results/demo/variants.md).
 
-    python benchmarks/demo_variants.py --name L1 --nuisance_levels 1 -- --method moco --backbone convnext-s16-cpu
+    python benchmarks/demo_variants.py --name L1 --nuisance_levels 1 -- --method plain --backbone convnext-s16-cpu
     python benchmarks/demo_variants.py --name S8 --scenes 8 -- --backbone resnet-tiny-cpu --queue_size 512
     python benchmarks/demo_variants.py --name V2 --nuisance_levels 1 --background_types 1 --palette turned -- \
         --backbone resnet-tiny-cpu --queue_size 512 --crop_scale_min 0.4 --blur_p 0 --hue_jitter 0.5
@@ -166,7 +166,7 @@ def parse_cli(argv=None) -> argparse.Namespace:
     parser.add_argument("--data_seed", type=int, default=0,
                         help="The dataset draw (make_fine_grained_dataset's seed; the demo's is 0).")
     parser.add_argument("--out", default="benchmarks/results/demo/variants.md")
-    parser.add_argument("overrides", nargs="*", help="pretrain arguments after --, e.g. -- --method moco")
+    parser.add_argument("overrides", nargs="*", help="pretrain arguments after --, e.g. -- --method plain")
     return parser.parse_args(argv)
 
 

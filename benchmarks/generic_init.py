@@ -53,7 +53,7 @@ def parse_cli(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs_dir", default="outputs/bench/generic_init", help="Run folders (keep under outputs/).")
     parser.add_argument("--out", default="benchmarks/results/cub100_init", help="Where init.json / init.md go.")
     args = parser.parse_args(argv)
-    from fgssl.training.pretrain import backbone_presets
+    from fgssl.training.backbones import backbone_presets
 
     if args.backbone not in backbone_presets():
         parser.error(f"--backbone {args.backbone!r} is not a preset; choose from {', '.join(backbone_presets())}")
@@ -70,7 +70,7 @@ def save_random_backbone(backbone: str, image_size: int, seed: int, folder: Path
     """The preset's untrained backbone (seeded) as a plain transformers folder with fgssl's image processor."""
     from transformers import AutoModel, set_seed
 
-    from fgssl.training.pretrain import backbone_presets
+    from fgssl.training.backbones import backbone_presets
     from fgssl.training.processor import build_image_processor
 
     set_seed(seed)

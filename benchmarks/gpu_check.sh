@@ -9,7 +9,9 @@
 #   2. step cost of moco vs fgssl (f = 1.0, 0.25, and 1.0 with the synthesized query pass recomputed in backward) and
 #      of simsiam, simsiam-fgssl-1.0, for ViT-S/16 and ConvNeXt-T at 224 px in bf16, with the GPU recipes' model
 #      settings (configs/cub200_*_gpu.yaml; the decoder decodes the final feature map, FGSSLConfig's default):
-#      ms/step, images/s, peak GPU memory, MFU (benchmarks/step_cost.py --device cuda --bf16);
+#      ms/step, images/s, peak GPU memory, MFU, and the moco step against its floor (the backbone's forward +
+#      backward on the queries and forward on the keys, nothing else) (benchmarks/step_cost.py --device cuda --bf16);
+#   2b. the peer: fgssl-pretrain --method plain against a plain PyTorch MoCo v2 loop, ResNet-50 (peer_step.py);
 #   3. a short cub100 pre-training (fgssl, ViT-S/16, 112 px, 300 steps, bf16) with its evaluation;
 #   4. the step cost of both backbones with torch.compile of the encoders and decoder (--compile), moco vs fgssl-1.0;
 #      and ViT-S/16 with the whole objective under autocast (--autocast step), as time allows.
@@ -19,9 +21,9 @@
 #   bash benchmarks/gpu_check.sh           # on the GPU machine, with .whl/ and .gpu_data/cub100.tar in the checkout
 #   DRY_RUN=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh   # the same logic on CPU, tiny sizes
 #
-# Writes at most 8 files under ${OUT:-benchmarks/results/gpu}: gpu_check_<card>.md (summary, every step-cost table),
-# gpu_check.log, the step-cost JSONs (ResNet-50 with and without Shuffle BN's emulation, ViT-S/16, ConvNeXt-T) and
-# cub100_run_<card>.json. No picture: the run's views are of cub100 images.
+# Writes at most 9 files under ${OUT:-benchmarks/results/gpu}: gpu_check_<card>.md (summary, every step-cost table),
+# gpu_check.log, the step-cost JSONs (ResNet-50 with and without Shuffle BN's emulation, ViT-S/16, ConvNeXt-T),
+# the peer JSON and cub100_run_<card>.json. No picture: the run's views are of cub100 images.
 # Installs nothing from the network (the GPU machine may have none): the prepared wheels only (pip --no-index).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -184,6 +186,13 @@ for candidate in "$REPO/.gpu_data/cub100" "$REPO/../shared/data/cub100"; do
     [[ -z "$DATA" && -d "$candidate/train" ]] && DATA="$candidate"
 done
 if [[ -n "$DATA" ]]; then
+    # A peer in the same run: fgssl-pretrain --method plain's step against the plain PyTorch MoCo v2 loop (same
+    # backbone, batch, resolution, views; benchmarks/peer_step.py), the paper's backbone.
+    run_stage "peer: plain MoCo v2 loop vs fgssl-pretrain ($R50 ${SIZE}px)" 150 \
+        "$PY" benchmarks/peer_step.py --dataset_name "$DATA" --backbone "$R50" --image_size "$SIZE" \
+        --batch_size "$BATCH" --device "$DEVICE" --queue_size "$([[ $DEVICE == cuda ]] && echo 65536 || echo 0)" \
+        $([[ $DEVICE == cuda ]] && echo --bf16 --channels_last) --warmup "$((WARMUP * 3))" --steps "$((REPS * 3))" \
+        --repeats 2 --out "$WORK/peer_step"
     run_stage "cub100 pre-training ($DATA)" 200 \
         "$PY" -m fgssl.training.pretrain configs/cub100_cpu.yaml --dataset_name "$DATA" --max_steps "$STEPS" \
         --bf16 "$([[ $DEVICE == cuda ]] && echo true || echo false)" --output_dir "$WORK/cub100_run" \
@@ -225,6 +234,9 @@ except OSError:
     pass
 for md in sorted((work / "step_cost").glob("step_cost_*.md")):
     lines += [md.read_text(), ""]
+for md in sorted((work / "peer_step").glob("peer_step_*.md")):
+    lines += [md.read_text(), ""]
+    shutil.copy(md.with_suffix(".json"), out / md.with_suffix(".json").name)
 for path in sorted((work / "step_cost").glob("step_cost_*")):
     if path.suffix == ".json" and "stepautocast" not in path.name and "compiled" not in path.name:
         shutil.copy(path, out / path.name)

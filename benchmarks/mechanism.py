@@ -57,7 +57,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import cub100  # noqa: E402
-from benchmarks.summarize import mean_std, method_sort_key, repo_relative_paths, write_summary  # noqa: E402
+from benchmarks.common import repo_relative_paths  # noqa: E402
+from benchmarks.summarize import mean_std, method_sort_key, write_summary  # noqa: E402
 from fgssl.training.evaluation import json_safe  # noqa: E402
 
 CATEGORICAL_FACTORS = ("background", "facing")

@@ -1,4 +1,4 @@
-"""A peer in the same run: `fgssl-pretrain --method moco`'s step against the plain PyTorch MoCo v2 loop a researcher
+"""A peer in the same run: `fgssl-pretrain --method plain`'s step against the plain PyTorch MoCo v2 loop a researcher
 would otherwise write (issue 24, item 4).
 
     python benchmarks/peer_step.py                                   # cub100, resnet-tiny-cpu, 64 px, batch 64, CPU
@@ -171,7 +171,7 @@ def plain_moco_step(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
-    result = {"step_seconds": seconds, "final_loss": float(loss)}
+    result = {"step_seconds": seconds, "final_loss": float(loss.detach())}
     if device.type == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
     return result
@@ -194,7 +194,7 @@ def run_child(argv: list[str], env=None) -> tuple[int, int]:
 
 def fgssl_argv(args: argparse.Namespace, max_steps: int, output_dir: str) -> list[str]:
     argv = [sys.executable, "-m", "fgssl.training.pretrain", "--dataset_name", args.dataset_name,
-            "--backbone", args.backbone, "--image_size", str(args.image_size), "--method", "moco",
+            "--backbone", args.backbone, "--image_size", str(args.image_size), "--method", "plain",
             "--per_device_train_batch_size", str(args.batch_size), "--queue_size", str(args.queue_size),
             "--optim", "sgd", "--optim_args", "momentum=0.9", "--learning_rate", str(args.learning_rate),
             "--weight_decay", str(args.weight_decay), "--lr_scheduler_type", "constant", "--warmup_steps", "0",
@@ -261,13 +261,13 @@ def markdown(result: dict) -> str:
     ms = lambda s: f"{1000 * s['median']:.1f} ms ({1000 * s['min']:.1f}-{1000 * s['max']:.1f})"  # noqa: E731
     mib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
     ratio = result["ratio"]
-    lines = [f"# fgssl-pretrain --method moco against a plain PyTorch MoCo v2 loop ({result['machine']})", "",
+    lines = [f"# fgssl-pretrain --method plain against a plain PyTorch MoCo v2 loop ({result['machine']})", "",
              f"Setting: {result['setting']}. Each side in fresh subprocesses, alternating, {result['repeats']} "
              "repeats; median (min-max).", "",
              "| side | step | steps/s | peak RSS |", "|---|---:|---:|---:|",
              f"| plain loop (moco/builder.py structure) | {ms(p['step_seconds'])} | "
              f"{1 / p['step_seconds']['median']:.2f} | {mib(p['peak_rss_bytes']['median'])} |",
-             f"| fgssl-pretrain --method moco | {ms(f['step_seconds'])} | "
+             f"| fgssl-pretrain --method plain | {ms(f['step_seconds'])} | "
              f"{1 / f['step_seconds']['median']:.2f} | {mib(f['peak_rss_bytes']['median'])} |", "",
              f"Ratio fgssl / plain: **{ratio['median']:.3f} x** (per-repeat {ratio['min']:.3f}-{ratio['max']:.3f}); "
              f"target <= {TARGET_RATIO:.2f} x: {'met' if ratio['median'] <= TARGET_RATIO else 'MISSED'}.",

@@ -4,8 +4,8 @@
 
 Stages (images per second, median over batches where it applies):
 
-1. **JPEG decode** (`training.data.decode_image`): open, draft-decode, RGB, resize shorter side, centre crop to S,
-   one process. In training this runs ONCE: `load_splits` caches the uint8 pixels in an Arrow file.
+1. **JPEG decode** (`training.decoding.decode_image`): open, draft-decode, RGB, resize shorter side, centre crop to
+   S, one process. In training this runs ONCE: `load_splits` caches the uint8 pixels in an Arrow file.
 2. **Prepare** (`load_splits` into an empty cache directory): the whole one-time cost, image-folder scan + decode +
    Arrow write, per training image.
 3. **Loader** (`trainer.get_train_dataloader()`, the Trainer's own: sampler, `collate_uint8`, accelerate's device
@@ -64,7 +64,7 @@ def jpeg_files(data_dir: Path, split: str = "train") -> list[Path]:
 
 def measure_decode(files: list[Path], image_size: int, limit: int) -> dict:
     """Images/s of decode_image (raw file -> uint8 3 x S x S) in this process, on up to `limit` files."""
-    from fgssl.training.data import decode_image
+    from fgssl.training.decoding import decode_image
 
     chosen = files[:: max(1, len(files) // limit)][:limit]  # spread over classes
     start = time.perf_counter()

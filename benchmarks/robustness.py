@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
 
 TINY = ["--max_train_samples", "32", "--image_size", "32", "--per_device_train_batch_size", "16",
         "--run_evaluation", "false", "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1",
-        "--method", "moco", "--save_steps", "1", "--save_total_limit", "5"]
+        "--method", "plain", "--save_steps", "1", "--save_total_limit", "5"]
 
 
 def run(command, argv) -> tuple[int, str, str]:
@@ -81,7 +81,7 @@ def tiny_model(folder: Path) -> Path:
 
 
 def case_full_disk(tmp: Path):
-    from fgssl.training import pretrain, runinfo
+    from fgssl.training import checkpoints, pretrain
     from fgssl.training.trainer import FGSSLTrainer
 
     out, save = tmp / "run", FGSSLTrainer._save
@@ -99,14 +99,14 @@ def case_full_disk(tmp: Path):
     finally:
         FGSSLTrainer._save = save
     status, _, err = run(pretrain, [*TINY, "--max_steps", "3", "--output_dir", out])
-    ok = (first == 1 and status == 0 and runinfo.checkpoint_problem(out / "checkpoint-3") is None
-          and (out / runinfo.SET_ASIDE / "checkpoint-3").is_dir())
+    ok = (first == 1 and status == 0 and checkpoints.checkpoint_problem(out / "checkpoint-3") is None
+          and (out / checkpoints.SET_ASIDE / "checkpoint-3").is_dir())
     return ok, f"first run exit {first} (disk full at checkpoint-3), rerun exit {status}, resumed from checkpoint-2"
 
 
 def case_kill_9_during_save(tmp: Path):
     """A real kill -9 of a run while it writes checkpoint-3 (the save is slowed down to be caught), then a rerun."""
-    from fgssl.training import runinfo
+    from fgssl.training import checkpoints
 
     out = tmp / "run"
     code = ("import sys, time; from fgssl.training import pretrain; from fgssl.training.trainer import FGSSLTrainer\n"
@@ -129,11 +129,11 @@ def case_kill_9_during_save(tmp: Path):
 
     status, _, err = run(pretrain, [*TINY, "--max_steps", "4", "--output_dir", out])
     state = json.loads((out / "train_results.json").read_text()) if (out / "train_results.json").exists() else {}
-    ok = flag.exists() and status == 0 and state.get("global_step") == 4 and (out / runinfo.SET_ASIDE).is_dir()
+    ok = flag.exists() and status == 0 and state.get("global_step") == 4 and (out / checkpoints.SET_ASIDE).is_dir()
     if not ok:
         return False, f"flag {flag.exists()}, exit {status}: " + (err.strip().splitlines() or [""])[-1][:90]
     return ok, f"killed while saving checkpoint-3; rerun exit {status}, step {state.get('global_step')}, " \
-               f"aside: {sorted(p.name for p in (out / runinfo.SET_ASIDE).glob('*'))}"
+               f"aside: {sorted(p.name for p in (out / checkpoints.SET_ASIDE).glob('*'))}"
 
 
 def case_finished_mid_epoch(tmp: Path):
@@ -160,7 +160,7 @@ def case_lr_inf(tmp: Path, which: str):
 
 
 def case_nan_loss(tmp: Path):
-    from fgssl.training import pretrain, runinfo
+    from fgssl.training import checkpoints, pretrain
     from fgssl.training.trainer import FGSSLTrainer
 
     compute = FGSSLTrainer.compute_loss
@@ -171,7 +171,7 @@ def case_nan_loss(tmp: Path):
     finally:
         FGSSLTrainer.compute_loss = compute
     ok, detail = one_line_error(status, "", err, 1, "step 3: the loss is nan")
-    ok = ok and runinfo.checkpoint_problem(tmp / "run" / "checkpoint-2") is None \
+    ok = ok and checkpoints.checkpoint_problem(tmp / "run" / "checkpoint-2") is None \
         and not (tmp / "run" / "model.safetensors").exists()
     return ok, detail
 

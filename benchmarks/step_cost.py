@@ -201,9 +201,11 @@ def parse_variant(name: str) -> tuple[str, str, float]:
     name = name.removesuffix("+recompute")
     base, rest = ("simsiam", name[len("simsiam-"):]) if name.startswith("simsiam-") else ("moco", name)
     if name == "simsiam":
-        return "simsiam", "moco", 1.0
-    if rest in ("moco", "lcr"):
-        return base, rest, 1.0
+        return "simsiam", "plain", 1.0
+    if rest == "moco":  # the variant named after MoCo v2 alone: --method plain
+        return base, "plain", 1.0
+    if rest == "lcr":
+        return base, "lcr", 1.0
     if rest == "fgssl":
         return base, "fgssl", 1.0
     if rest.startswith("fgssl-"):
@@ -224,9 +226,10 @@ RECOMPUTE = "+recompute"
 def canonical_variant(name: str) -> str:
     suffix = RECOMPUTE if name.endswith(RECOMPUTE) else ""
     base, method, fraction = parse_variant(name)
-    name = method if method != "fgssl" else f"fgssl-{fraction:g}" if fraction != 1.0 else "fgssl-1.0"
+    name = ("moco" if method == "plain" else method if method != "fgssl"
+            else f"fgssl-{fraction:g}" if fraction != 1.0 else "fgssl-1.0")
     if base == "simsiam":
-        return ("simsiam" if method == "moco" else f"simsiam-{name}") + suffix
+        return ("simsiam" if method == "plain" else f"simsiam-{name}") + suffix
     return name + suffix
 
 
@@ -245,7 +248,8 @@ def build_trainer(variant: str, settings: BenchSettings, output_dir: str):
     """An `FGSSLTrainer` for one variant, ready to step: optimiser created, model prepared as `Trainer.train` does."""
     from transformers import TrainingArguments
 
-    from fgssl.training.pretrain import ModelArguments, build_model
+    from fgssl.training.arguments import ModelArguments
+    from fgssl.training.backbones import build_model
     from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
     recompute = variant.endswith(RECOMPUTE)
@@ -347,8 +351,37 @@ def summarize(seconds: list[float]) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # Step times, FLOPs, memory
 # ---------------------------------------------------------------------------------------------------------------
+#: The name of the step's floor in the step times (not a variant: no objective, no optimiser).
+FLOOR = "floor"
+#: The issue's targets for a moco step over its floor.
+FLOOR_TARGETS = {"cpu": 1.25, "cuda": 1.15}
+
+
+def floor_step(trainer, batch: dict):
+    """The floor of a MoCo step: the same backbone's forward + backward on the query views and forward on the key
+    views (momentum encoder, no gradient), nothing else: no augmentation (fixed views), heads, loss, optimiser,
+    momentum update or queue. Same dtype (bf16 autocast when the trainer has it) and memory format as the step."""
+    core = trainer.accelerator.unwrap_model(trainer.model)
+    views = trainer.views(batch["pixel_values"])
+    device = views.v1.device.type
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bool(trainer.args.bf16))
+
+    def step():
+        with autocast:
+            features = core.fgssl(pixel_values=views.v1).pooler_output
+        features.float().sum().backward()
+        with torch.no_grad(), autocast:
+            core.momentum_encoder(pixel_values=views.v2)
+        core.fgssl.zero_grad(set_to_none=True)
+
+    return step
+
+
 def measure_step_times(trainers: dict, batch: dict, reps: int, warmup: int, device: str) -> dict:
+    """Median step times of every variant and of the floor (on the baseline's model), interleaved."""
     fns = {name: (lambda t=trainer: training_step(t, batch)) for name, trainer in trainers.items()}
+    if BASELINE in trainers:
+        fns[FLOOR] = floor_step(trainers[BASELINE], batch)
     return {name: summarize(times) for name, times in interleaved_times(fns, reps, warmup, device).items()}
 
 
@@ -688,6 +721,10 @@ def run_benchmark(settings: BenchSettings, variants=DEFAULT_VARIANTS, reps: int 
             row["peak_memory_ratio"] = round(memory[name]["peak_bytes"] / memory[BASELINE]["peak_bytes"], 3)
             row["memory_method"] = memory[name]["method"]
         result["variants"][name] = row
+    if FLOOR in steps:
+        result["floor"] = {**steps[FLOOR], "moco_over_floor": round(base_ms / steps[FLOOR]["median_ms"], 3),
+                           "moco_over_floor_of_min": round(steps[BASELINE]["min_ms"] / steps[FLOOR]["min_ms"], 3),
+                           "target": FLOOR_TARGETS.get(settings.device)}
     for section, stats in breakdown.items():
         result["breakdown"][section] = {**stats, "pct_of_moco_step": round(100 * stats["median_ms"] / base_ms, 2),
                                         "pct_of_moco_step_min": round(100 * stats["min_ms"] / steps[BASELINE]["min_ms"],
@@ -711,6 +748,10 @@ def check_targets(result: dict) -> list[dict]:
         if section in bd:
             add(f"{section} / moco step", bd[section]["pct_of_moco_step"], TARGETS[key], "%",
                 bd[section]["pct_of_moco_step_min"])
+    floor = result.get("floor")
+    if floor and floor.get("target"):
+        add("moco step / its floor (backbone fwd+bwd on queries, fwd on keys)", floor["moco_over_floor"],
+            floor["target"], "x", floor["moco_over_floor_of_min"])
     if "fgssl-1.0+recompute" in variants and "peak_memory_ratio" in variants["fgssl-1.0+recompute"]:
         add("fgssl-1.0+recompute peak memory / moco", variants["fgssl-1.0+recompute"]["peak_memory_ratio"],
             TARGETS["fgssl_peak_memory_ratio"], "x")
@@ -757,6 +798,13 @@ def to_markdown(result: dict) -> str:
         if s["device"] == "cuda":
             row += f" {100 * r['mfu']:.1f} % |" if "mfu" in r else " n/a |"
         lines.append(row)
+    if result.get("floor"):
+        f = result["floor"]
+        lines += ["", f"The step's floor (the backbone's forward + backward on the query views and forward on the key "
+                      f"views, fixed views, nothing else; interleaved with the steps): {f['median_ms']:.1f} ms "
+                      f"[{f['q1_ms']:.1f}-{f['q3_ms']:.1f}], min {f['min_ms']:.1f} ms; the moco step is "
+                      f"**{f['moco_over_floor']:.2f} x** its floor ({f['moco_over_floor_of_min']:.2f} x from the "
+                      "fastest steps)."]
     memory_method = next((r["memory_method"] for r in result["variants"].values() if "memory_method" in r), None)
     if memory_method:
         lines += ["", f"Peak memory: {memory_method}."]
@@ -878,7 +926,7 @@ def model_fields_of_config(path: str | None) -> dict:
         return {}
     import yaml
 
-    from fgssl.training.pretrain import ModelArguments
+    from fgssl.training.arguments import ModelArguments
 
     file = Path(path)
     if not file.is_file():

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `benchmarks` importable
 
-from benchmarks.common import repo_relative_paths, write_json  # noqa: E402  (repo_relative_paths: also for importers)
+from benchmarks.common import repo_relative_paths, write_json  # noqa: E402
 from fgssl.training.evaluation import json_safe  # noqa: E402
 
 METRICS = ("retrieval_rank1", "retrieval_rank5", "retrieval_map", "knn_top1", "linear_top1")

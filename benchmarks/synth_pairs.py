@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.mechanism import load_pretraining_run  # noqa: E402
-from benchmarks.summarize import repo_relative_paths  # noqa: E402
+from benchmarks.common import repo_relative_paths  # noqa: E402
 from fgssl.training.evaluation import json_safe  # noqa: E402
 
 

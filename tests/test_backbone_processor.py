@@ -66,15 +66,16 @@ def test_views_and_evaluation_view_use_the_given_statistics():
 
 def test_pretraining_from_a_half_normalised_vit_trains_evaluates_and_saves_with_its_statistics(tmp_path, monkeypatch):
     from fgssl.training import pretrain
+    from fgssl.training.trainer import FGSSLTrainer
 
     seen = {}
-    original_init = pretrain.FGSSLTrainer.__init__
+    original_init = FGSSLTrainer.__init__
 
     def spy(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         seen["views"] = (self.augment.mean, self.augment.std)
 
-    monkeypatch.setattr(pretrain.FGSSLTrainer, "__init__", spy)
+    monkeypatch.setattr(FGSSLTrainer, "__init__", spy)
     import fgssl.training.evaluation as evaluation
 
     original_transform = evaluation.eval_transform
@@ -86,7 +87,7 @@ def test_pretraining_from_a_half_normalised_vit_trains_evaluates_and_saves_with_
 
     monkeypatch.setattr(evaluation, "eval_transform", eval_spy)
     out = tmp_path / "run"
-    pretrain.main(["--backbone", str(vit_folder(tmp_path / "vit")), "--method", "moco", "--queue_size", "32",
+    pretrain.main(["--backbone", str(vit_folder(tmp_path / "vit")), "--method", "plain", "--queue_size", "32",
                    "--max_steps", "1", "--max_train_samples", "32", "--max_eval_samples", "12", "--image_size", "32",
                    "--per_device_train_batch_size", "16", "--report_to", "none", "--disable_tqdm", "true",
                    "--compare_with_start", "false", "--linear_backend", "torch", "--output_dir", str(out)])

@@ -112,16 +112,17 @@ def test_generic_init_refuses_an_unknown_backbone():
 
 
 def test_freeze_stages_stops_gradients_into_the_stem_and_first_stages():
-    from fgssl.training.pretrain import ModelArguments, build_model
+    from fgssl.training.arguments import ModelArguments
+    from fgssl.training.backbones import build_model
 
-    model = build_model(ModelArguments(backbone="resnet-s16-cpu", freeze_stages=2, queue_size=0), "moco")
+    model = build_model(ModelArguments(backbone="resnet-s16-cpu", freeze_stages=2, queue_size=0), "plain")
     backbone = model.fgssl.backbone
     frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith(("embedder.", "encoder.stages.0.", "encoder.stages.1.")) for n in frozen)
     assert all(p.requires_grad for n, p in backbone.named_parameters() if n.startswith("encoder.stages.2."))
     assert all(p.requires_grad for p in model.projector.parameters())
     with pytest.raises(ValueError, match="--freeze_stages must be in"):
-        build_model(ModelArguments(backbone="resnet-s16-cpu", freeze_stages=4, queue_size=0), "moco")
+        build_model(ModelArguments(backbone="resnet-s16-cpu", freeze_stages=4, queue_size=0), "plain")
 
 
 # --------------------------------------------------------------------------------------------- demo_variants

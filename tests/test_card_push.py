@@ -8,6 +8,7 @@ from huggingface_hub import HfApi, ModelCard
 
 import fgssl.training.push as push
 from fgssl.training.card import render_model_card, write_model_card
+from fgssl.training.cli import UsageError
 
 EVAL_RESULTS = {
     "retrieval_rank1": 0.5, "retrieval_rank5": 0.8, "retrieval_map": None, "knn_top1": 0.4, "linear_top1": 0.61234,
@@ -154,18 +155,20 @@ def test_card_metadata_follows_the_hub_conventions(model_dir):
     assert "inherit its terms" not in card.text and "| base_model |" not in card.text
 
 
-@pytest.mark.parametrize("method, pairs", [("moco", False), ("lcr", False), ("fgssl", True)])
+@pytest.mark.parametrize("method, pairs", [("plain", False), ("moco", False), ("lcr", False), ("fgssl", True)])
 def test_the_method_line_is_true_for_each_method(model_dir, method, pairs):
+    # "moco": a run folder written before --method moco became --method plain reads as plain.
     text = check_hub_metadata(render_model_card(model_dir, training_config={"method": method})).text
     line = next(line for line in text.splitlines() if line.startswith("- **Method:**"))
     assert ("synthesized pairs" in line and "no synthesized pairs" not in line) == pairs, line
     assert ("LCR" in line) == (method == "lcr"), line
+    assert ("plain MoCo v2" in line) == (method in ("plain", "moco")), line
 
 
 def test_every_finetuned_folder_has_a_card_with_the_right_base(tmp_path):
     from conftest import tiny_fgssl_config
     from fgssl.modeling import FGSSLModel
-    from fgssl.training.finetune import apply_lora, build_classifier, save_finetuned, write_finetune_cards
+    from fgssl.training.finetuning import apply_lora, build_classifier, save_finetuned, write_finetune_cards
     from fgssl.training.processor import build_image_processor
 
     FGSSLModel(tiny_fgssl_config()).save_pretrained(tmp_path / "run1")
@@ -293,7 +296,7 @@ def test_finetune_with_push_to_hub_and_no_token_fails_before_training(tmp_path, 
     monkeypatch.setattr("fgssl.training.data.load_splits", lambda *a, **k: started.append(1))
     (tmp_path / "m").mkdir()  # (a missing local path is refused first, as a usage error of its own)
     (tmp_path / "d").mkdir()
-    with pytest.raises(finetune.UsageError, match="--push_to_hub: No Hugging Face token found"):  # one line, exit 2
+    with pytest.raises(UsageError, match="--push_to_hub: No Hugging Face token found"):  # one line, exit 2
         finetune.main(["--model_name_or_path", str(tmp_path / "m"), "--dataset_name", str(tmp_path / "d"),
                        "--output_dir", str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "someone/ft",
                        "--use_cpu"])

@@ -38,7 +38,7 @@ def _loss(tmp_path, config, method: str, channels_last: bool) -> tuple[float, ob
     return float(loss.detach()), model
 
 
-@pytest.mark.parametrize("method", ["moco", "fgssl"])
+@pytest.mark.parametrize("method", ["plain", "fgssl"])
 def test_channels_last_leaves_the_loss_of_a_step_unchanged(tmp_path, method):
     use_decoder = method == "fgssl"
     plain, _ = _loss(tmp_path, _resnet_config(use_decoder=use_decoder), method, channels_last=False)
@@ -49,5 +49,5 @@ def test_channels_last_leaves_the_loss_of_a_step_unchanged(tmp_path, method):
 
 
 def test_channels_last_does_nothing_to_a_vit(tmp_path):
-    _, model = _loss(tmp_path, tiny_fgssl_config("vit", queue_size=0, use_decoder=False), "moco", channels_last=True)
+    _, model = _loss(tmp_path, tiny_fgssl_config("vit", queue_size=0, use_decoder=False), "plain", channels_last=True)
     assert all(p.is_contiguous() for p in model.parameters())

@@ -16,7 +16,9 @@ import pytest
 from fgssl.training import eval as eval_cli
 from fgssl.training import finetune, pretrain, push
 from fgssl.training.cli import UsageError, debug_requested
-from fgssl.training.pretrain import config_file_to_argv, final_feature_map_side, parse_args, run_pretraining
+from fgssl.training.arguments import config_file_to_argv
+from fgssl.training.backbones import backbone_presets, final_feature_map_side
+from fgssl.training.pretrain import parse_args, run_pretraining
 
 SCRIPTS = ("fgssl-pretrain", "fgssl-eval", "fgssl-finetune", "fgssl-push", "fgssl-prepare")
 
@@ -77,7 +79,7 @@ def test_tiny_runs_exit_0(tmp_path):
     results dict on stderr (it used to be `sys.exit(main())` with a dict: status 1 after every success)."""
     run = tmp_path / "run"
     (pre,) = run_scripts([[
-        script("fgssl-pretrain"), "--method", "moco", "--max_steps", "2", "--max_train_samples", "64",
+        script("fgssl-pretrain"), "--method", "plain", "--max_steps", "2", "--max_train_samples", "64",
         "--image_size", "32", "--per_device_train_batch_size", "16", "--run_evaluation", "false",
         "--output_dir", str(run), "--report_to", "none", "--disable_tqdm", "true", "--save_steps", "100",
     ]], tmp_path)
@@ -190,10 +192,10 @@ def test_bad_settings_are_refused_before_any_data_work(argv, named, tmp_path, no
 
 
 def test_valid_edge_settings_pass_validation(tmp_path):
-    from fgssl.training.pretrain import validate_args
+    from fgssl.training.pretraining import validate_args
 
     for argv in (["--per_device_train_batch_size", "1", "--queue_size", "64"],  # a queue supplies negatives
-                 ["--method", "moco", "--synth_fraction", "0"],  # synth_fraction only matters for fgssl
+                 ["--method", "plain", "--synth_fraction", "0"],  # synth_fraction only matters for fgssl
                  ["--backbone", "resnet-tiny-cpu", "--image_size", "8"],  # padded strides: never below 1x1
                  ["--image_size", "32"]):
         validate_args(*parse_args([*argv, "--output_dir", str(tmp_path)]))
@@ -207,7 +209,7 @@ def test_feature_map_side_from_the_config_matches_the_backbone(preset, sizes):
     from fgssl.modeling import FGSSLConfig, FGSSLModel
 
     for size in sizes:
-        backbone_config = pretrain.backbone_presets()[preset](size)
+        backbone_config = backbone_presets()[preset](size)
         model = FGSSLModel(FGSSLConfig(backbone_config=backbone_config, image_size=size)).eval()
         with torch.no_grad():
             feature_map = model(torch.zeros(1, 3, size, size)).feature_map
@@ -222,10 +224,10 @@ def test_abbreviated_flag_is_refused():
 
 def test_yaml_keys_are_exact(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("method: moco\nsigm: 3\n")
+    config.write_text("method: plain\nsigm: 3\n")
     with pytest.raises(UsageError, match="'sigm'.*'sigma'"):
         parse_args([str(config)])
-    config.write_text("method: moco\nsigma: 3\n")
+    config.write_text("method: plain\nsigma: 3\n")
     assert parse_args([str(config)])[3].sigma == 3.0
     # Without a list of valid keys (library use) the file is read as before.
-    assert config_file_to_argv(str(config)) == ["--method", "moco", "--sigma", "3"]
+    assert config_file_to_argv(str(config)) == ["--method", "plain", "--sigma", "3"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fgssl.training import data
+from fgssl.training import data, decoding
 from fgssl.training.data import collate_uint8, find_columns, load_raw_dataset, load_splits, prepare_images
 
 # Expected RGB of each test image after decoding (all images are one flat colour).
@@ -88,7 +88,7 @@ def test_decode_resizes_shorter_side_then_centre_crops():
     arr[:, 30:] = (0, 0, 255)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG")
-    out = data.decode_image({"bytes": buf.getvalue(), "path": None}, 8)
+    out = decoding.decode_image({"bytes": buf.getvalue(), "path": None}, 8)
     assert out.shape == (3, 8, 8) and out.dtype == np.uint8
     assert (out[1] > 200).all() and (out[0] < 40).all() and (out[2] < 40).all()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from fgssl.training.data import decode_image
+from fgssl.training.decoding import decode_image
 
 
 def smooth_image(width, height, mode="RGB", seed=0):
@@ -49,7 +49,7 @@ def test_reduced_decode_matches_the_full_size_decode(mode, orientation):
 
 MEASURE = """
 import sys
-from fgssl.training.data import decode_image
+from fgssl.training.decoding import decode_image
 
 def status(field):  # kB, from the kernel's accounting of this process
     for line in open('/proc/self/status'):

@@ -96,10 +96,11 @@ def test_pictures_reach_tensorboard_when_it_is_on(tmp_path, monkeypatch):
     assert eval_pictures.log_pictures_to_tensorboard({"retrieval": path}, tmp_path / "runs", step=7)
     assert added == [("eval/retrieval", 3, 7, "HWC")]
 
-    from fgssl.training.pretrain import log_eval_pictures
+    from fgssl.training.pretraining import log_eval_pictures
 
-    trainer = types.SimpleNamespace(args=types.SimpleNamespace(report_to=["tensorboard"], logging_dir=None),
-                                    state=types.SimpleNamespace(global_step=3))
+    trainer = types.SimpleNamespace(args=types.SimpleNamespace(report_to=["tensorboard"]),
+                                    state=types.SimpleNamespace(global_step=3),
+                                    callback_handler=types.SimpleNamespace(callbacks=[]))
     log_eval_pictures(trainer, tmp_path, {"retrieval": "r.png"})
     assert added[-1] == ("eval/retrieval", 3, 3, "HWC")
     trainer.args.report_to = ["none"]

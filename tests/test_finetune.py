@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from fgssl.training.finetune import (
+from fgssl.training.finetuning import (
     apply_lora,
     build_classifier,
     few_shot_indices,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fgssl.training import finetune, runinfo
+from fgssl.training.cli import UsageError
 from test_outputs import image_folder
 
 
@@ -41,7 +42,7 @@ def test_another_run_is_refused_and_overwrite_replaces_it_whole(inputs, tmp_path
     before = files_of(out)
     with monkeypatch.context() as m:  # refused before any data or model work
         m.setattr("fgssl.training.data.load_splits_from_args", lambda *a, **k: pytest.fail("data was loaded"))
-        with pytest.raises(finetune.UsageError, match="method: 'lora' there, 'full' now.*--overwrite_output_dir"):
+        with pytest.raises(UsageError, match="method: 'lora' there, 'full' now.*--overwrite_output_dir"):
             finetune.main(argv(inputs, out, "--method", "full"))
     assert files_of(out) == before
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fgssl.training import finetune, pretrain, runinfo
+from fgssl.training import checkpoints, finetune, finetuning, pretrain, runinfo
 from fgssl.training.pretrain import parse_args, run_pretraining
 from test_finetune import colour_task, cpu_args, tiny_classifier
 from test_reruns import STEPS
@@ -46,7 +46,7 @@ def test_a_non_finite_loss_stops_pretraining_at_its_step_and_keeps_the_last_chec
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("fgssl-pretrain: error: step 3: the loss is nan") and "Traceback" not in "".join(err)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    assert runinfo.checkpoint_problem(out / "checkpoint-2") is None
+    assert checkpoints.checkpoint_problem(out / "checkpoint-2") is None
     assert not (out / "model.safetensors").exists() and not (out / "train_results.json").exists()
     assert not (out / runinfo.LOCK).exists()
 
@@ -55,23 +55,23 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     model = tiny_classifier("vit")
     with torch.no_grad():
         model.classifier.weight[0, 0] = math.inf
-    with pytest.raises(runinfo.NonFiniteError, match="classifier.weight"):
-        finetune.save_finetuned(model, tmp_path / "ft")
+    with pytest.raises(checkpoints.NonFiniteError, match="classifier.weight"):
+        finetuning.save_finetuned(model, tmp_path / "ft")
     assert not (tmp_path / "ft").exists()
-    trainer = finetune.make_trainer(model, cpu_args(tmp_path), colour_task(8), None, image_size=32)
-    with pytest.raises(runinfo.NonFiniteError):
+    trainer = finetuning.make_trainer(model, cpu_args(tmp_path), colour_task(8), None, image_size=32)
+    with pytest.raises(checkpoints.NonFiniteError):
         trainer.save_model(str(tmp_path / "saved"))
     assert not (tmp_path / "saved" / "model.safetensors").exists()
 
 
 def test_a_non_finite_loss_stops_finetuning(tmp_path, monkeypatch):
-    trainer = finetune.make_trainer(tiny_classifier("vit"), cpu_args(tmp_path, save_strategy="steps", save_steps=1,
+    trainer = finetuning.make_trainer(tiny_classifier("vit"), cpu_args(tmp_path, save_strategy="steps", save_steps=1,
                                                                      max_steps=4),
                                     colour_task(32), None, image_size=32)
     compute_loss = type(trainer).compute_loss
     monkeypatch.setattr(type(trainer), "compute_loss", lambda self, *a, **k: compute_loss(self, *a, **k) * (
         math.inf if self.state.global_step == 2 else 1.0))
-    with pytest.raises(runinfo.NonFiniteError, match="step 3: the loss is inf"):
+    with pytest.raises(checkpoints.NonFiniteError, match="step 3: the loss is inf"):
         trainer.train()
     saved = Path(trainer.args.output_dir)
     assert sorted(p.name for p in saved.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]

@@ -320,11 +320,12 @@ def test_folder_without_test_split_fails_clearly_unless_eval_split_none(tmp_path
 
 def test_fgssl_pretrain_refuses_a_folder_without_test_split_before_training(tmp_path, monkeypatch):
     from fgssl.training import pretrain
+    from fgssl.training.trainer import FGSSLTrainer
 
     folder = tmp_path / "birds"
     for cls in ("a", "b"):
         _photo(folder / cls / "0.jpg")
-    monkeypatch.setattr(pretrain.FGSSLTrainer, "train", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(FGSSLTrainer, "train", lambda *a, **k: pytest.fail("training started"))
     args = pretrain.parse_args(["--dataset_name", str(folder), "--output_dir", str(tmp_path / "out"),
                                 "--report_to", "none"])
     with pytest.raises(ValueError, match="--eval_split none"):
@@ -332,15 +333,16 @@ def test_fgssl_pretrain_refuses_a_folder_without_test_split_before_training(tmp_
 
 
 def test_cli_arguments_reach_the_loader(cub_dir):
-    from fgssl.training import eval as eval_cli
-    from fgssl.training import finetune, pretrain
-    from transformers import HfArgumentParser
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from fgssl.training import pretrain
+    from fgssl.training.arguments import EvalArguments, FinetuneArguments
 
     extra = ["--dataset_format", "aircraft", "--aircraft_level", "family", "--crop_to_bbox", "--eval_split", "none"]
     _, data_args, _, _ = pretrain.parse_args(["--dataset_name", "x", *extra])
-    (eval_args,) = HfArgumentParser(eval_cli.EvalArguments).parse_args_into_dataclasses(
+    (eval_args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(
         ["--model_name_or_path", "m", "--dataset_name", "x", *extra])
-    finetune_args, _ = HfArgumentParser((finetune.FinetuneArguments, finetune.TrainingArguments)) \
+    finetune_args, _ = HfArgumentParser((FinetuneArguments, TrainingArguments)) \
         .parse_args_into_dataclasses(["--model_name_or_path", "m", "--dataset_name", "x", "--output_dir", "o", *extra])
     for args in (data_args, eval_args, finetune_args):
         assert args.format_kwargs() == {"dataset_format": "aircraft", "aircraft_level": "family", "crop_to_bbox": True}

@@ -62,5 +62,5 @@ def test_a_recycled_pid_is_not_taken_for_the_live_run(tmp_path, live_process):
 
 def test_a_finished_run_releases_its_lock(tmp_path):
     out = tmp_path / "run"
-    pretrain.run_pretraining(*pretrain.parse_args([*TINY, "--method", "moco", "--output_dir", str(out)]))
+    pretrain.run_pretraining(*pretrain.parse_args([*TINY, "--method", "plain", "--output_dir", str(out)]))
     assert not (out / runinfo.LOCK).exists() and (out / "model.safetensors").is_file()

@@ -13,7 +13,7 @@ from fgssl.modeling import FGSSLForPreTraining
 from fgssl.training.callbacks import KNNMonitorCallback
 from fgssl.training.data import collate_uint8
 from fgssl.training.pictures import plot_training_curves, smooth
-from fgssl.training.pretrain import method_config_kwargs
+from fgssl.training.backbones import method_config_kwargs
 from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
 
@@ -75,9 +75,9 @@ def test_tensorboard_gets_the_knn_monitor_and_the_pairs_sheets(tmp_path):
 
 
 def test_auto_picture_steps_give_about_four_sheets(tmp_path):
-    model = FGSSLForPreTraining(tiny_fgssl_config("vit", **method_config_kwargs("moco")))
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", **method_config_kwargs("plain")))
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    trainer = FGSSLTrainer(model=model, args=args, objective_args=ObjectiveArguments(method="moco"), image_size=32)
+    trainer = FGSSLTrainer(model=model, args=args, objective_args=ObjectiveArguments(method="plain"), image_size=32)
     trainer.state.max_steps = 270
     assert trainer.picture_every() == 68  # sheets at 68, 136, 204 and the last step
     trainer.objective_args.picture_steps = 50

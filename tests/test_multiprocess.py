@@ -48,7 +48,8 @@ def test_gathered_keys_must_hold_this_process_keys_at_the_offset():
 def test_processes_the_trainer_does_not_see_are_refused_in_one_line(tmp_path, monkeypatch):
     """`accelerate launch --multi_gpu --num_processes 2` without --use_cpu true on a machine without GPUs."""
     from fgssl.training.cli import UsageError
-    from fgssl.training.pretrain import parse_args, validate_args
+    from fgssl.training.pretrain import parse_args
+    from fgssl.training.pretraining import validate_args
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     args = parse_args(["--output_dir", str(tmp_path / "out")])

@@ -11,9 +11,9 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from fgssl.modeling.modeling_fgssl import VarianceTracker
 from fgssl.training.objective import (
     NUISANCE_MASK_MODES,
-    VarianceTracker,
     gradcam_map,
     gradcam_mask,
     gradcam_scores,

@@ -116,7 +116,7 @@ def test_committed_results_and_docs_carry_no_machine_path():
 
 
 def test_benchmark_results_are_written_relative_to_the_repository():
-    from benchmarks.summarize import repo_relative_paths
+    from benchmarks.common import repo_relative_paths
 
     shared = REPO_ROOT.parent / "shared" / "data" / "cub100"
     record = {"run_dir": str(REPO_ROOT / "outputs" / "bench" / "moco-seed0"), "data": str(shared), "seed": 0,
@@ -148,7 +148,7 @@ def test_a_one_class_dataset_says_why_it_is_not_evaluated(tmp_path, caplog):
     for split in ("train", "test"):
         shutil.rmtree(data / split / "class1")
     argv = ["--dataset_name", str(data), "--output_dir", str(tmp_path / "run"), "--backbone", "convnext-tiny-cpu",
-            "--image_size", "32", "--per_device_train_batch_size", "4", "--max_steps", "1", "--method", "moco",
+            "--image_size", "32", "--per_device_train_batch_size", "4", "--max_steps", "1", "--method", "plain",
             "--report_to", "none", "--disable_tqdm", "true", "--compare_with_start", "false"]
     with caplog.at_level(logging.WARNING):
         results = run_pretraining(*parse_args(argv))

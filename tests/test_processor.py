@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from fgssl.training.augment import eval_transform
-from fgssl.training.data import decode_image
+from fgssl.training.decoding import decode_image
 from fgssl.training.processor import build_image_processor, processor_image_size
 
 
@@ -52,7 +52,7 @@ def test_finetuned_folders_carry_the_processor_and_no_path(tmp_path):
 
     from conftest import tiny_fgssl_config
     from fgssl.modeling import FGSSLModel
-    from fgssl.training.finetune import apply_lora, build_classifier, save_finetuned
+    from fgssl.training.finetuning import apply_lora, build_classifier, save_finetuned
 
     FGSSLModel(tiny_fgssl_config("vit")).save_pretrained(tmp_path / "encoder")
     model = apply_lora(build_classifier(str(tmp_path / "encoder"), num_labels=3))

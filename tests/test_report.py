@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from fgssl.training import report
-from fgssl.training.pretrain import ModelArguments, build_model, main
+from fgssl.training.arguments import ModelArguments
+from fgssl.training.backbones import build_model
+from fgssl.training.pretrain import main
 from fgssl.training.synthetic import make_fine_grained_dataset
 
 RUN = {"knn_top1": 0.452, "linear_top1": 0.5, "retrieval_map": 0.301, "retrieval_rank1": 0.6}

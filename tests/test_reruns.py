@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fgssl.training import atomic, pretrain, runinfo
+from fgssl.training import atomic, checkpoints, pretrain, runinfo
 from fgssl.training.cli import UsageError
-from fgssl.training.pretrain import default_output_dir, parse_args, run_pretraining
+from fgssl.training.pretrain import parse_args, run_pretraining
+from fgssl.training.pretraining import default_output_dir
 
 TINY = ["--max_steps", "1", "--max_train_samples", "32", "--image_size", "32", "--per_device_train_batch_size",
         "16", "--run_evaluation", "false", "--report_to", "none", "--disable_tqdm", "true", "--save_steps", "100",
@@ -44,7 +45,7 @@ def test_another_method_is_refused_and_overwrite_replaces_the_run(tmp_path, monk
     monkeypatch.setattr(atomic, "atomic_write_text", lambda path, text: (written.append(Path(path).name),
                                                                          write(path, text))[1])
 
-    run_pretraining(*parse_args([*TINY, "--method", "moco", "--output_dir", str(out)]))
+    run_pretraining(*parse_args([*TINY, "--method", "plain", "--output_dir", str(out)]))
     assert (out / "README.md").read_text() == "my own notes\n"  # not overwritten without --overwrite_output_dir
     assert {"fgssl_run.json", "training_config.json", "train_results.json"} <= set(written)
     finished = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -55,7 +56,7 @@ def test_another_method_is_refused_and_overwrite_replaces_the_run(tmp_path, monk
         with pytest.raises(UsageError) as err:
             run_pretraining(*parse_args([*TINY, "--method", "lcr", "--output_dir", str(out)]))
     message = str(err.value)
-    assert "method: 'moco' there, 'lcr' now" in message
+    assert "method: 'plain' there, 'lcr' now" in message
     assert "--output_dir" in message and "--overwrite_output_dir" in message
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == finished
 
@@ -100,7 +101,7 @@ def test_fingerprint_holds_what_defines_the_run():
         assert fingerprint(*argv) == base, argv  # continuing longer or logging differently is the same run
     for argv, key in ((["--seed", "1"], "seed"), (["--image_size", "48"], "image_size"), (["--sigma", "2"], "sigma"),
                       (["--per_device_train_batch_size", "32"], "per_device_train_batch_size"),
-                      (["--backbone", "vit-tiny-cpu"], "backbone"), (["--method", "moco"], "method"),
+                      (["--backbone", "vit-tiny-cpu"], "backbone"), (["--method", "plain"], "method"),
                       (["--max_train_samples", "100"], "max_train_samples"),
                       (["--gradient_accumulation_steps", "2"], "total_batch_size")):
         diffs = runinfo.fingerprint_differences(base, fingerprint(*argv))
@@ -120,7 +121,7 @@ def test_folder_with_training_output_but_no_fingerprint_is_refused(tmp_path):
 
 
 def test_overwrite_removes_only_the_previous_runs_files(tmp_path):
-    fake_finished_run(tmp_path, fingerprint("--method", "moco"))
+    fake_finished_run(tmp_path, fingerprint("--method", "plain"))
     for name in ("checkpoint-2/trainer_state.json", "encoder/config.json", "pictures/pairs_step000001.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("{}")
@@ -131,7 +132,7 @@ def test_overwrite_removes_only_the_previous_runs_files(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
-    path = runinfo.atomic_write_json(tmp_path / "results.json", {"a": 1})
+    path = atomic.atomic_write_json(tmp_path / "results.json", {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1} and path.read_text().endswith("\n")
 
     def disk_full(src, dst):
@@ -139,14 +140,14 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "replace", disk_full)
     with pytest.raises(OSError):
-        runinfo.atomic_write_json(path, {"a": 2})
+        atomic.atomic_write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
 
 
 # ------------------------------------------------------------------------------------------ checkpoints, finished runs
 
-STEPS = [*TINY[2:], "--method", "moco", "--save_steps", "1", "--save_total_limit", "5"]  # TINY without --max_steps
+STEPS = [*TINY[2:], "--method", "plain", "--save_steps", "1", "--save_total_limit", "5"]  # TINY without --max_steps
 
 
 def files_of(folder: Path) -> dict:
@@ -178,9 +179,9 @@ def test_a_checkpoint_cut_short_by_a_full_disk_is_set_aside_and_the_run_resumes(
         run_pretraining(*parse_args(argv))
     assert any("checkpoint-2" in r.getMessage() and "Resuming" in r.getMessage() for r in caplog.records)
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3 and runinfo.checkpoint_problem(out / "checkpoint-3") is None
+    assert state["global_step"] == 3 and checkpoints.checkpoint_problem(out / "checkpoint-3") is None
     # The half-written save is kept aside, never deleted.
-    assert (out / runinfo.SET_ASIDE / "checkpoint-3" / "model.safetensors").is_file()
+    assert (out / checkpoints.SET_ASIDE / "checkpoint-3" / "model.safetensors").is_file()
 
 
 def test_a_checkpoint_left_by_kill_9_is_set_aside_with_one_line_and_the_complete_one_resumed(tmp_path, caplog):
@@ -193,15 +194,15 @@ def test_a_checkpoint_left_by_kill_9_is_set_aside_with_one_line_and_the_complete
     shutil.copytree(out / "checkpoint-2", out / "checkpoint-3")
     (out / "checkpoint-3" / "optimizer.pt").unlink()
     (out / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3, "log_hi')
-    (out / runinfo.STAGING / "checkpoint-4").mkdir(parents=True)
-    assert runinfo.checkpoint_problem(out / "checkpoint-3") == "no optimizer.pt"
+    (out / checkpoints.STAGING / "checkpoint-4").mkdir(parents=True)
+    assert checkpoints.checkpoint_problem(out / "checkpoint-3") == "no optimizer.pt"
 
     with caplog.at_level("WARNING"):
         run_pretraining(*parse_args([*STEPS, "--max_steps", "3", "--output_dir", str(out)]))
     notes = [r.getMessage() for r in caplog.records if "moved to" in r.getMessage()]
     assert len(notes) == 2 and all("\n" not in note for note in notes), notes  # one line per folder set aside
     assert any(n.startswith("checkpoint-3 is incomplete (no optimizer.pt)") for n in notes), notes
-    assert sorted(p.name for p in (out / runinfo.SET_ASIDE).iterdir()) == ["checkpoint-3", "checkpoint-4"]
+    assert sorted(p.name for p in (out / checkpoints.SET_ASIDE).iterdir()) == ["checkpoint-3", "checkpoint-4"]
     assert json.loads((out / "train_results.json").read_text())["global_step"] == 3
     assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
 

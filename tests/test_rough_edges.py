@@ -12,6 +12,7 @@ import pytest
 from fgssl.training import cli as cli_module
 from fgssl.training import eval as eval_cli
 from fgssl.training import finetune, pretrain, pretraining, runinfo
+from fgssl.training.arguments import EvalArguments, FinetuneArguments, PretrainingArguments, PretrainingDataArguments
 from fgssl.training.cli import debug_requested
 from test_reruns import TINY
 
@@ -104,7 +105,7 @@ def test_help_shows_fgssl_defaults_of_training_arguments_and_every_data_flag():
     parser = pretrain.build_parser()
     actions = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
     theirs = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
-    changed = [f for f in dataclasses.fields(pretrain.PretrainingArguments)
+    changed = [f for f in dataclasses.fields(PretrainingArguments)
                if f.name in theirs and f.default is not dataclasses.MISSING and f.default != theirs[f.name]
                and f.name not in ("output_dir", "report_to")]
     assert {"learning_rate", "per_device_train_batch_size", "num_train_epochs", "weight_decay"} <= {f.name for f in
@@ -112,8 +113,8 @@ def test_help_shows_fgssl_defaults_of_training_arguments_and_every_data_flag():
     for f in changed:
         text = expanded_help(parser, actions[f"--{f.name}"])
         assert f"(default: {f.default})" in text and "transformers'" in text, (f.name, text)
-    for command, data_class in ((pretrain, pretrain.PretrainingDataArguments), (eval_cli, eval_cli.EvalArguments),
-                                (finetune, finetune.FinetuneArguments)):
+    for command, data_class in ((pretrain, PretrainingDataArguments), (eval_cli, EvalArguments),
+                                (finetune, FinetuneArguments)):
         parser = command.build_parser()
         actions = {a.dest: a for a in parser._actions}
         for f in dataclasses.fields(data_class):

@@ -81,7 +81,7 @@ def _trainer(tmp_path, kind: str, groups: int):
         config = tiny_fgssl_config(kind, queue_size=0, use_decoder=False)
     model = FGSSLForPreTraining(config).train()
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    return FGSSLTrainer(model=model, args=args, objective_args=ObjectiveArguments(method="moco",
+    return FGSSLTrainer(model=model, args=args, objective_args=ObjectiveArguments(method="plain",
                                                                                   shuffle_bn_groups=groups),
                         image_size=32), model
 
@@ -124,7 +124,7 @@ def test_shuffle_bn_groups_below_one_is_refused():
 def test_resnet50_preset_is_torchvisions_resnet50_shape():
     from transformers import ResNetConfig
 
-    from fgssl.training.pretrain import backbone_presets, final_feature_map_side
+    from fgssl.training.backbones import backbone_presets, final_feature_map_side
 
     config = backbone_presets()["resnet50"](224)
     reference = ResNetConfig()
@@ -279,7 +279,8 @@ def test_accelerate_launch_runs_two_cpu_processes_of_a_batchnorm_backbone(tmp_pa
 
 def test_more_shuffle_bn_groups_than_the_batch_allows_is_refused_before_data_work():
     from fgssl.training.cli import UsageError
-    from fgssl.training.pretrain import parse_args, validate_args
+    from fgssl.training.pretrain import parse_args
+    from fgssl.training.pretraining import validate_args
 
     with pytest.raises(UsageError, match="--shuffle_bn_groups 4 with --per_device_train_batch_size 6"):
         validate_args(*parse_args(["--shuffle_bn_groups", "4", "--per_device_train_batch_size", "6",

@@ -101,7 +101,7 @@ def test_training_views_hold_the_mark():
     import torch
 
     from fgssl.training.augment import sample_crop_boxes
-    from fgssl.training.pretrain import DEMO_RECIPE
+    from fgssl.training.arguments import DEMO_RECIPE
 
     rng, n = np.random.default_rng(2), 200
     masks = [part_mask(i % 10, sample_factors(rng, levels=1, background_types=1, palette="turned"), 64, "mark")

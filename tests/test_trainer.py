@@ -16,7 +16,8 @@ from conftest import REPO_ROOT, tiny_fgssl_config
 from fgssl.modeling import FGSSLForPreTraining, FGSSLModel
 from fgssl.training.data import collate_uint8
 from fgssl.training.objective import gradcam_map, gradcam_scores, negative_cosine, simsiam_loss
-from fgssl.training.pretrain import method_config_kwargs, parse_args, run_pretraining
+from fgssl.training.backbones import method_config_kwargs
+from fgssl.training.pretrain import parse_args, run_pretraining
 from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
 
@@ -43,7 +44,7 @@ def make_trainer(tmp_path, method="fgssl", batch=8, steps=3, accumulation=1, dat
 @pytest.mark.parametrize(
     "method, terms",
     [
-        ("moco", {"loss_ssl"}),
+        ("plain", {"loss_ssl"}),
         ("lcr", {"loss_ssl", "loss_lcr"}),
         ("fgssl", {"loss_ssl", "loss_recon", "loss_synth", "frac_perturbed", "var_perturbed", "var_kept"}),
     ],
@@ -61,7 +62,7 @@ def test_each_method_trains_and_logs_its_terms(method, terms, tmp_path):
 @pytest.mark.parametrize(
     "method, terms",
     [
-        ("moco", {"loss_ssl", "output_std"}),
+        ("plain", {"loss_ssl", "output_std"}),
         ("lcr", {"loss_ssl", "output_std", "loss_lcr"}),
         ("fgssl", {"loss_ssl", "output_std", "loss_recon", "loss_synth", "frac_perturbed", "var_perturbed"}),
     ],
@@ -93,9 +94,9 @@ def synthetic_birds(n=32, size=32):
 
 def test_short_simsiam_run_lowers_the_loss_without_collapse(tmp_path):
     torch.manual_seed(0)
-    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", **method_config_kwargs("moco")))
-    objective = ObjectiveArguments(method="moco", crop_scale_min=0.5, color_jitter=0.2, blur_p=0.0)
-    trainer = make_trainer(tmp_path, "moco", model=model, objective=objective, steps=20, learning_rate=3e-3,
+    model = FGSSLForPreTraining(tiny_fgssl_config("vit", base="simsiam", **method_config_kwargs("plain")))
+    objective = ObjectiveArguments(method="plain", crop_scale_min=0.5, color_jitter=0.2, blur_p=0.0)
+    trainer = make_trainer(tmp_path, "plain", model=model, objective=objective, steps=20, learning_rate=3e-3,
                            lr_scheduler_type="constant", dataset=synthetic_birds())
     trainer.train()
     rows = [row for row in trainer.state.log_history if "loss_ssl" in row]
@@ -364,16 +365,16 @@ def test_invalid_model_knob_is_refused_before_any_data_work(tmp_path, monkeypatc
 
 def test_base_and_method_are_orthogonal_flags():
     model_args, _, _, objective_args = parse_args(["--base", "simsiam", "--method", "plain"])
-    assert model_args.base == "simsiam" and objective_args.method == "moco"  # 'plain' is moco's other name
+    assert model_args.base == "simsiam" and objective_args.method == "plain"  # SimSiam alone
     model_args, _, _, objective_args = parse_args(["--method", "lcr"])
     assert model_args.base is None and objective_args.method == "lcr"  # None: FGSSLConfig's default, moco
 
 
 def test_config_file_then_command_line_overrides(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("method: moco\nimage_size: 48\nseed: 3\ndecoder_block_out_channels: [64, 32]\n")
+    config.write_text("method: plain\nimage_size: 48\nseed: 3\ndecoder_block_out_channels: [64, 32]\n")
     model_args, data_args, training_args, objective_args = parse_args([str(config), "--seed", "7"])
-    assert objective_args.method == "moco" and model_args.image_size == 48 and training_args.seed == 7
+    assert objective_args.method == "plain" and model_args.image_size == 48 and training_args.seed == 7
     assert model_args.decoder_block_out_channels == [64, 32]
     with pytest.raises(FileNotFoundError, match="configs/"):
         parse_args([str(tmp_path / "missing.yaml")])
@@ -384,7 +385,7 @@ def test_shipped_configs_parse(path):
     # transformers refuses bf16 on a machine without a GPU at parse time.
     extra = ["--bf16", "false"] if "gpu" in path.name and not torch.cuda.is_available() else []
     model_args, data_args, training_args, objective_args = parse_args([str(path), *extra])
-    assert objective_args.method in ("moco", "lcr", "fgssl")
+    assert objective_args.method in ("plain", "lcr", "fgssl")
 
 
 def test_no_argument_run_is_configs_demo_yaml_and_a_dataset_keeps_the_library_defaults():

@@ -17,11 +17,11 @@ from fgssl.training.trainer import FGSSLTrainer, ObjectiveArguments
 
 #: variant: (base, method, extra FGSSLConfig fields)
 VARIANTS = {
-    "moco": ("moco", "moco", {}),
+    "moco": ("moco", "plain", {}),
     "lcr": ("moco", "lcr", {}),
     "fgssl": ("moco", "fgssl", {}),
     "fgssl-pooled": ("moco", "fgssl", {"decoder_input": "pooled"}),
-    "simsiam": ("simsiam", "moco", {}),
+    "simsiam": ("simsiam", "plain", {}),
     "simsiam-lcr": ("simsiam", "lcr", {}),
     "simsiam-fgssl": ("simsiam", "fgssl", {}),
 }

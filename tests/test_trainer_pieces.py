@@ -42,11 +42,11 @@ def test_build_objective_composes_the_models_base_and_the_method(base, cls):
 
 def test_a_model_that_does_not_fit_the_method_is_refused():
     with pytest.raises(ValueError, match="needs a decoder"):
-        check_model_for_method("fgssl", tiny_model(method="moco"))
+        check_model_for_method("fgssl", tiny_model(method="plain"))
     with pytest.raises(ValueError, match="trains no decoder"):
         check_model_for_method("lcr", tiny_model(method="fgssl"))
     with pytest.raises(ValueError, match="pooling='screening'"):
-        check_model_for_method("moco", tiny_model(method="lcr"))
+        check_model_for_method("plain", tiny_model(method="lcr"))
 
 
 @pytest.mark.parametrize("decoder_input", ["pooled", "feature_map"])

@@ -104,3 +104,24 @@ def test_a_failed_final_push_exits_1_with_the_results_kept(tmp_path, capsys, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("fgssl-pretrain: error: Could not push") and "fgssl-push" in err[-1], err[-1]
     assert (out / "model.safetensors").is_file() and json.loads((out / "train_results.json").read_text())
+
+
+def test_the_old_spelling_of_the_base_alone_is_refused_with_the_new_name(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "fgssl.training.pretrain", "--method", "moco", "--output_dir",
+                             str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--method moco is now --method plain" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_folder_that_says_moco_reads_as_plain(tmp_path):
+    import json
+
+    from fgssl.training.trainer import ObjectiveArguments
+
+    (tmp_path / "training_config.json").write_text(json.dumps({"method": "moco", "objective": {"method": "moco"}}))
+    assert ObjectiveArguments.from_run_folder(tmp_path).method == "plain"

@@ -111,9 +111,9 @@ CONFIG_FIELDS = tuple(name for name, _, _ in model_config_flags())
 
 
 def method_config_kwargs(method: str) -> dict:
-    """What each method needs of the model: fgssl a decoder, lcr the screening pooling, moco neither."""
+    """What each method needs of the model: fgssl a decoder, lcr the screening pooling, plain neither."""
     return {
-        "moco": {"use_decoder": False, "pooling": "mean"},
+        "plain": {"use_decoder": False, "pooling": "mean"},
         "lcr": {"use_decoder": False, "pooling": "screening"},
         "fgssl": {"use_decoder": True, "pooling": "mean"},
     }[method]

@@ -19,6 +19,7 @@ from ..hub_cards import MODEL_CARD_TEMPLATE
 from .portable import portable_path
 from .pretrained import input_image_size
 from .processor import PROCESSOR_CONFIG_NAME, describe_normalization, processor_image_size
+from .trainer import canonical_method
 
 #: metric key -> (task_type, task_name, metric_type, metric_name) of the model-index entry. The model-index groups
 #: entries by task type and dataset, and a leaderboard tells metrics apart by their type: every entry has a type
@@ -50,7 +51,7 @@ CARD_MARKER = "<!-- fgssl model card"
 METHOD_LINES = {
     "fgssl": "fgssl, self-supervised fine-grained features learned from synthesized pairs ({base} + synthesized "
              "pairs)",
-    "moco": "{base} self-supervised contrastive learning, the baseline of fgssl (no synthesized pairs)",
+    "plain": "plain {base} self-supervised learning, the baseline of fgssl (no synthesized pairs)",
     "lcr": "LCR, {base} with a screening module matched to Grad-CAM maps (no synthesized pairs)",
 }
 METHOD_LINES["none"] = "supervised fine-tuning of a plain backbone (no self-supervised fgssl pre-training)"
@@ -198,8 +199,13 @@ def pretraining_method(start) -> str | None:
     for candidate in (folder, folder.parent):
         method = (load_training_config(candidate) or {}).get("method")
         if method:
-            return method
-    return "lcr" if config.get("pooling") == "screening" else "fgssl" if config.get("use_decoder", True) else "moco"
+            return canonical_method(method)
+    return method_of_config(config)
+
+
+def method_of_config(config: dict) -> str:
+    """The pre-training method an fgssl model config was built for, when no training_config.json says it."""
+    return "lcr" if config.get("pooling") == "screening" else "fgssl" if config.get("use_decoder", True) else "plain"
 
 
 def _config_rows(config: dict, training_config: dict, image_size: int) -> list[tuple[str, str]]:
@@ -300,11 +306,9 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
     processor = _read_json(model_dir / PROCESSOR_CONFIG_NAME) or (
         _read_json(model_dir.parent / "merged" / PROCESSOR_CONFIG_NAME) if is_adapter else None) or {}
     backbone = config.get("backbone_config", {})
-    method = training.get("method") or (
+    method = canonical_method(training.get("method") or (
         settings.get("pretraining_method") or pretraining_method(settings.get("model_name_or_path"))
-        if architecture == "FGSSLForImageClassification" else None) or (
-        "lcr" if config.get("pooling") == "screening" else "fgssl" if config.get("use_decoder", True) else "moco"
-    )
+        if architecture == "FGSSLForImageClassification" else None) or method_of_config(config))
     if pairs_image is None:
         pairs_image = find_pairs_image(model_dir)
     pairs_link = None
@@ -322,7 +326,9 @@ def render_model_card(model_dir, repo_id: str | None = None, eval_results=None, 
         library_name="peft" if is_adapter else "transformers",
         pipeline_tag="image-classification" if architecture == "FGSSLForImageClassification" else "image-feature-extraction",
         tags=["fgssl", "self-supervised-learning", "fine-grained-visual-recognition", "image-feature-extraction",
-              backbone.get("model_type", "vision"), method, *(["lora"] if is_adapter else [])],
+              backbone.get("model_type", "vision"),
+              # The Hub tag names what trained it: the base for the base alone ("moco", "simsiam"), else the method.
+              config.get("base", "moco") if method == "plain" else method, *(["lora"] if is_adapter else [])],
         datasets=[hub_dataset] if hub_dataset else None,
         base_model=base_model,
         base_model_relation=base_model_relation,

@@ -218,6 +218,23 @@ class SafeCheckpointMixin:
         return super()._run_epoch(*args, **kwargs)
 
 
+def strip_host_from_event_files(logging_dir) -> list[Path]:
+    """Rename TensorBoard's `events.out.tfevents.<time>.<host name>.<pid>.<n>` files to
+    `events.out.tfevents.<time>.fgssl.<pid>.<n>`: TensorBoard reads any `events.out.tfevents.*` file, and the run
+    folder travels (Hub, colleagues) without naming the machine it was trained on."""
+    import socket
+
+    host = socket.gethostname()
+    renamed = []
+    for path in Path(logging_dir).glob(f"events.out.tfevents.*.{host}.*"):
+        target, n = path.with_name(path.name.replace(f".{host}.", ".fgssl.", 1)), 1
+        while target.exists():  # two writers in the same second and process (training scalars, then pictures)
+            target, n = path.with_name(path.name.replace(f".{host}.", f".fgssl{n}.", 1)), n + 1
+        path.rename(target)
+        renamed.append(target)
+    return renamed
+
+
 def portable_tensorboard(trainer) -> None:
     """TensorBoard event files without this machine's name or paths: the log folder is <output_dir>/runs/<date
     and time> (transformers adds the host name), and the "args" text holds portable paths and no token (the model
@@ -235,6 +252,11 @@ def portable_tensorboard(trainer) -> None:
             kwargs.pop("model", None)
             return super().on_train_begin(portable_training_args(args), state, control, **kwargs)
 
+        def on_train_end(self, args, state, control, **kwargs):
+            super().on_train_end(args, state, control, **kwargs)  # closes the writer: the event files are complete
+            if self.logging_dir:
+                strip_host_from_event_files(self.logging_dir)
+
     for callback in trainer.callback_handler.callbacks:
         if type(callback) is TensorBoardCallback:
             callback.__class__ = PortableTensorBoardCallback
@@ -242,4 +264,4 @@ def portable_tensorboard(trainer) -> None:
 
 __all__ = ["STAGING", "SET_ASIDE", "CHECKPOINT_NAME", "WEIGHT_FILES", "CHECKPOINT_STATE", "checkpoint_problem",
            "set_aside", "last_complete_checkpoint", "portable_name", "NonFiniteError", "non_finite_parameters",
-           "require_finite", "SafeCheckpointMixin", "portable_tensorboard"]
+           "require_finite", "SafeCheckpointMixin", "portable_tensorboard", "strip_host_from_event_files"]

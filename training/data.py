@@ -15,8 +15,8 @@ The pipeline is:
     collate_uint8      batch of examples -> {"pixel_values": uint8 B x 3 x S x S, "labels": int64 B}
 
 Decoding one image (any PIL mode, EXIF orientation, big images reduced first) is training.decoding's
-`decode_image`, re-exported here. Augmentation is not done here: it runs batched on the accelerator
-(training.augment) on the uint8 batch.
+`decode_image`. Augmentation is not done here: it runs batched on the accelerator (training.augment) on the uint8
+batch.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import layouts
-from .decoding import DECODE_VERSION, decode_image  # noqa: F401  (decode_image: data.decode_image, the API)
+from .decoding import DECODE_VERSION, decode_image
 
 logger = logging.getLogger(__name__)
 

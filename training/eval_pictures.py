@@ -214,6 +214,9 @@ def log_pictures_to_tensorboard(paths: dict, log_dir, step: int = 0, prefix: str
                 writer.add_image(f"{prefix}/{name}", np.asarray(picture.convert("RGB")), step, dataformats="HWC")
     finally:
         writer.close()
+    from .checkpoints import strip_host_from_event_files
+
+    strip_host_from_event_files(log_dir)
     return True
 
 

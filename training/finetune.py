@@ -22,24 +22,20 @@ import logging
 import sys
 from pathlib import Path
 
-from transformers import IntervalStrategy, TrainingArguments  # noqa: F401  (TrainingArguments: the API tests use)
+from transformers import IntervalStrategy
 
 from . import runinfo
 from .atomic import atomic_write_json
-from .arguments import FINETUNE_METHODS, FinetuneArguments, RunArguments  # noqa: F401
+from .arguments import FinetuneArguments, RunArguments
 from .cli import ArgumentParser, UsageError, console_entry, refuse_too_small_image, usage_errors
-from .finetuning import (LORA_TARGET_MODULES, RESULTS_JSON, ClassificationCollator, apply_lora,  # noqa: F401
-                         build_classifier, few_shot_indices, finetune_card_metadata, lora_target_modules, make_trainer,
-                         save_finetuned, split_labels, trainable_parameter_names, validate_args, write_finetune_cards)
+from .finetuning import (RESULTS_JSON, apply_lora, build_classifier, few_shot_indices, finetune_card_metadata,
+                         make_trainer, save_finetuned, split_labels, validate_args, write_finetune_cards)
 from .portable import portable
 from .pretrained import input_image_size
 from .processor import normalization_kwargs, source_processor_settings
 from .push import push_final_model, take_over_push
 
 logger = logging.getLogger(__name__)
-
-#: The name fgssl-finetune's training arguments had: transformers TrainingArguments plus re-runs and --license.
-FinetuneTrainingArguments = RunArguments
 
 
 def run_finetune(args: FinetuneArguments, training_args: RunArguments) -> dict:

@@ -2,7 +2,7 @@
 
 docs/method.md "Baselines in the same harness": on the base objective (`training/bases.py`, MoCo v2 or SimSiam),
 
-- `BaseAlone` (`--method moco`) adds nothing;
+- `BaseAlone` (`--method plain`) adds nothing;
 - `LCRScreening` (`--method lcr`, LCR, CVPR 2023) adds the KL term between the screening map and the Grad-CAM map
   of L_C;
 - `SynthesizedPairs` (`--method fgssl`) adds steps 2-8 of "One training step": the nuisance perturbation
@@ -103,7 +103,7 @@ def mask_terms(perturbation: obj.Perturbation, tracker) -> dict:
 
 
 class BaseAlone:
-    """`--method moco`: the base objective alone (no decoder, mean pooling); a sheet shows the Grad-CAM map."""
+    """`--method plain`: the base objective alone (no decoder, mean pooling); a sheet shows the Grad-CAM map."""
 
     needs_decoder = False
     needs_screening = False
@@ -229,7 +229,7 @@ class SynthesizedPairs(BaseAlone):
 
 
 #: `ObjectiveArguments.method` -> what it adds to the base objective.
-METHOD_ADDITIONS = {"moco": BaseAlone, "lcr": LCRScreening, "fgssl": SynthesizedPairs}
+METHOD_ADDITIONS = {"plain": BaseAlone, "lcr": LCRScreening, "fgssl": SynthesizedPairs}
 
 
 def check_model_for_method(method: str, model) -> None:

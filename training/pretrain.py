@@ -1,4 +1,4 @@
-"""`fgssl-pretrain`: self-supervised pre-training (`moco`, `lcr` or `fgssl` on the base `--base moco | simsiam`)
+"""`fgssl-pretrain`: self-supervised pre-training (`plain`, `lcr` or `fgssl` on the base `--base moco | simsiam`)
 on a Hugging Face dataset.
 
     fgssl-pretrain                                    # embedded synthetic default, CPU, a few minutes
@@ -24,22 +24,18 @@ from pathlib import Path
 from transformers import set_seed
 
 from . import runinfo
-from .arguments import (DEMO_RECIPE, ModelArguments, PretrainingArguments, PretrainingDataArguments,  # noqa: F401
-                        config_file_to_argv, demo_recipe_argv)
-from .backbones import (CONFIG_FIELDS, backbone_presets, backbone_stages, build_model,  # noqa: F401  (the API)
-                        final_feature_map_side, freeze_backbone_stages, method_config_kwargs)
+from .arguments import (ModelArguments, PretrainingArguments, PretrainingDataArguments, config_file_to_argv,
+                        demo_recipe_argv)
+from .backbones import build_model
 from .cli import ArgumentParser, console_entry, usage_errors
 from .data import collate_uint8, load_splits_from_args
-from .pretraining import (add_knn_monitor, card_metadata, default_output_dir, evaluate_run,  # noqa: F401
-                          log_eval_pictures, refuse_fewer_than_one_batch, run_image_processor, save_model_folders,
-                          starting_checkpoint, validate_args, write_run_card, write_run_pictures, write_run_records)
+from .pretraining import (add_knn_monitor, default_output_dir, evaluate_run, refuse_fewer_than_one_batch,
+                          run_image_processor, save_model_folders, starting_checkpoint, validate_args, write_run_card,
+                          write_run_pictures, write_run_records)
 from .push import push_final_model, take_over_push
 from .trainer import FGSSLTrainer, ObjectiveArguments
 
 logger = logging.getLogger("fgssl.pretrain")
-
-#: The name this command's data arguments had (tests and benchmarks import it): PretrainingDataArguments.
-DataArguments = PretrainingDataArguments
 
 
 # --------------------------------------------------------------------------------------------- arguments
@@ -49,7 +45,7 @@ def build_parser() -> ArgumentParser:
     return ArgumentParser(
         (ModelArguments, PretrainingDataArguments, PretrainingArguments, ObjectiveArguments),
         prog="fgssl-pretrain",
-        description="Self-supervised pre-training (moco, lcr or fgssl). An optional first argument is a YAML/JSON "
+        description="Self-supervised pre-training (plain, lcr or fgssl). An optional first argument is a YAML/JSON "
                     "config file (e.g. configs/cub100_cpu.yaml); flags after it override it. Without --dataset_name "
                     "the run uses the embedded synthetic dataset and its recipe (configs/demo.yaml), under the flags "
                     "given.",

@@ -264,6 +264,14 @@ def write_run_records(trainer, data, model_args, data_args, objective_args, trai
     return training_config
 
 
+def tensorboard_log_dir(trainer, output_dir) -> Path:
+    """The folder the run's TensorBoard scalars went to (its callback's), so the pictures sit in the same run."""
+    for callback in trainer.callback_handler.callbacks:
+        if getattr(callback, "logging_dir", None):
+            return Path(callback.logging_dir)
+    return Path(output_dir) / "runs"
+
+
 def log_eval_pictures(trainer, output_dir, pictures) -> None:
     """retrieval.png and embedding.png to TensorBoard too (tags eval/retrieval, eval/embedding) when it is on."""
     report_to = trainer.args.report_to or []
@@ -273,7 +281,7 @@ def log_eval_pictures(trainer, output_dir, pictures) -> None:
 
     try:
         log_pictures_to_tensorboard({name: Path(output_dir) / file for name, file in pictures.items()},
-                                    trainer.args.logging_dir or Path(output_dir) / "runs", trainer.state.global_step)
+                                    tensorboard_log_dir(trainer, output_dir), trainer.state.global_step)
     except Exception as err:  # noqa: BLE001  (pictures are a nicety: never lose a finished run over them)
         logger.warning("Evaluation pictures not added to TensorBoard: %s", err)
 

@@ -1,6 +1,6 @@
 """The image processor saved with every fgssl model: what a user runs to feed the encoder as it was trained.
 
-Training decodes each image once (`training.data.decode_image`: any mode to RGB, shorter side resized to S with
+Training decodes each image once (`training.decoding.decode_image`: any mode to RGB, shorter side resized to S with
 bicubic, centre S x S crop, uint8) and `training.augment.eval_transform` scales it to [0, 1] and normalises it with
 ImageNet's mean and std. transformers' `BitImageProcessor` does exactly these steps (shortest-edge resize, centre
 crop, rescale, normalise, RGB conversion with transparency on white), so it is the processor for every backbone:

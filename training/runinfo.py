@@ -13,8 +13,7 @@ Nothing here writes an absolute path: a local dataset or backbone folder is reco
 its resolved location.
 
 Its output folder is locked while a run writes there (`RunLock`, `output_dir_lock`). Files are written atomically
-(training.atomic); checkpoints that are always whole and weights never non-finite are training.checkpoints (both
-re-exported here under their old names).
+(training.atomic); checkpoints that are always whole and weights never non-finite are training.checkpoints.
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .atomic import atomic_write_json, atomic_write_text, ignore_errors  # noqa: F401  (runinfo.atomic_*: the API)
-from .checkpoints import (SET_ASIDE, STAGING, NonFiniteError, SafeCheckpointMixin,  # noqa: F401  (the API)
-                          checkpoint_problem, last_complete_checkpoint, portable_name, require_finite, set_aside)
+from .atomic import atomic_write_json, ignore_errors
+from .checkpoints import SET_ASIDE, STAGING, last_complete_checkpoint, portable_name
 from .cli import UsageError
 
 logger = logging.getLogger("fgssl.runinfo")

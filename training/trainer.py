@@ -22,18 +22,31 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from . import objective as obj
 from .augment import TwoViewAugment
 from .bases import GradCamInputs
-from .methods import Views, build_objective, check_model_for_method, scale_grad, to_input_size
+from .checkpoints import SafeCheckpointMixin
+from .methods import Views, build_objective, check_model_for_method, to_input_size
 from .portable import SafeSaveMixin
 from .pretrained import trained_image_size
-from .runinfo import SafeCheckpointMixin
 
-#: What is added to the base objective (config.base, MoCo v2 or SimSiam): nothing ("moco", the name from before
-#: SimSiam existed), LCR, or the synthesized pairs of this method.
-METHODS = ("moco", "lcr", "fgssl")
+#: What is added to the base objective (config.base, MoCo v2 or SimSiam): nothing ("plain": plain MoCo v2 or plain
+#: SimSiam), LCR, or the synthesized pairs of this method.
+METHODS = ("plain", "lcr", "fgssl")
 #: Backbone model types whose encoders `channels_last` converts (convolutions; ViT-like backbones gain nothing).
 CONVOLUTIONAL_BACKBONES = ("resnet", "convnext", "convnextv2", "regnet", "efficientnet", "mobilenet_v2")
-#: Other names accepted for --method.
-METHOD_ALIASES = {"plain": "moco"}
+#: Spellings of --method that are refused with their new name. "moco" meant "the base alone" from before SimSiam
+#: existed, so `--base simsiam --method moco` was plain SimSiam; run folders written then still say "moco".
+RENAMED_METHODS = {"moco": "plain"}
+
+
+def canonical_method(name: str | None) -> str | None:
+    """The method a saved run folder (training_config.json, a card) names, in today's spelling ("moco" -> "plain")."""
+    return RENAMED_METHODS.get(name, name)
+
+
+def refuse_renamed_method(name: str) -> None:
+    """A one-line error for an old spelling of --method, naming the new one."""
+    if name in RENAMED_METHODS:
+        raise ValueError(f"--method {name} is now --method {RENAMED_METHODS[name]} (the base objective alone: "
+                         f"--base moco trains plain MoCo v2, --base simsiam plain SimSiam).")
 
 
 @dataclass
@@ -43,7 +56,7 @@ class ObjectiveArguments:
     method: str = field(
         default="fgssl",
         metadata={"help": f"One of {METHODS} on the base objective (--base, MoCo v2 or SimSiam): the base alone "
-                          "('moco', or its alias 'plain'), LCR, or the synthesized pairs of this method."},
+                          "('plain'), LCR, or the synthesized pairs of this method."},
     )
     temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature tau."})
     rho_variance: float = field(default=0.25, metadata={"help": "Fraction of dims with lowest running variance (V)."})
@@ -115,7 +128,7 @@ class ObjectiveArguments:
     )
 
     def __post_init__(self):
-        self.method = METHOD_ALIASES.get(self.method, self.method)
+        refuse_renamed_method(self.method)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
         if self.mask_mode not in obj.NUISANCE_MASK_MODES:
@@ -169,7 +182,10 @@ class ObjectiveArguments:
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir} holds no training_config.json: not a finished pre-training run.")
         saved = json.loads(path.read_text()).get("objective") or {}
-        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+        knobs = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
+        if "method" in knobs:
+            knobs["method"] = canonical_method(knobs["method"])
+        return cls(**knobs)
 
 
 class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
@@ -179,7 +195,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     drawn on the training device. Every save (checkpoints, final folder) also writes the image processor
     (`processing_class`, default `training.processor.build_image_processor(image_size)`) and a `training_args.bin`
     without the Hub token or absolute paths (`SafeSaveMixin`). Checkpoints are written whole or not at all, a
-    non-finite loss stops the run, nothing non-finite is saved (`runinfo.SafeCheckpointMixin`).
+    non-finite loss stops the run, nothing non-finite is saved (`checkpoints.SafeCheckpointMixin`).
     """
 
     def __init__(self, model=None, args: TrainingArguments = None, objective_args: ObjectiveArguments = None,
@@ -422,4 +438,4 @@ def compile_networks(model, **compile_kwargs) -> None:
         model.decoder.compile(**compile_kwargs)
 
 
-__all__ = ["FGSSLTrainer", "ObjectiveArguments", "MomentumQueueCallback", "METHODS", "GradCamInputs", "scale_grad"]
+__all__ = ["FGSSLTrainer", "ObjectiveArguments", "MomentumQueueCallback", "METHODS"]
