@@ -222,3 +222,35 @@ def test_finetune_collator_on_room():
     test = ClassificationCollator(16, train=False)(examples)["pixel_values"]
     assert train.shape == test.shape == (3, 3, 16, 16)
     assert torch.allclose(train, flat, atol=1e-4) and torch.allclose(test, flat, atol=1e-4)
+
+
+def test_tiny_pretrain_eval_finetune_with_room(tmp_path, monkeypatch):
+    """fgssl-pretrain, fgssl-eval and fgssl-finetune with --cache_size_factor 2 on the embedded dataset: the run's
+    fingerprint names the factor, the saved processor says the evaluation crop, and evaluation records it."""
+    import json
+
+    from fgssl.training import eval as eval_cli
+    from fgssl.training import finetune, pretrain
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    run = tmp_path / "run"
+    common = ["--max_train_samples", "48", "--image_size", "32", "--cache_size_factor", "2"]
+    pretrain.main(["--method", "moco", "--max_steps", "2", *common, "--max_eval_samples", "24",
+                   "--per_device_train_batch_size", "16", "--output_dir", str(run), "--report_to", "none",
+                   "--disable_tqdm", "true", "--save_steps", "100", "--use_cpu", "true"])
+    info = json.loads((run / "fgssl_run.json").read_text())
+    assert info["fingerprint"]["cache_size_factor"] == 2.0
+    processor = json.loads((run / "encoder" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"shortest_edge": 36} and processor["crop_size"] == {"height": 32, "width": 32}
+    results = json.loads((run / "eval_results.json").read_text())
+    assert results["settings"]["crop_pct"] == pytest.approx(32 / 36)
+    evaluated = eval_cli.main(["--model_name_or_path", str(run / "encoder"), "--dataset_name", "synthetic",
+                               "--protocols", "knn", *common, "--max_eval_samples", "16", "--device", "cpu",
+                               "--output_dir", str(tmp_path / "eval")])
+    assert evaluated["settings"]["crop_pct"] == pytest.approx(32 / 36)
+    finetune.main(["--model_name_or_path", str(run), "--dataset_name", "synthetic", "--method", "full",
+                   "--max_steps", "1", *common, "--max_eval_samples", "16", "--per_device_train_batch_size", "8",
+                   "--use_cpu", "true", "--output_dir", str(tmp_path / "ft"), "--eval_strategy", "steps",
+                   "--eval_steps", "1", "--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none"])
+    tuned = json.loads((tmp_path / "ft" / "model" / "preprocessor_config.json").read_text())
+    assert tuned["size"] == {"shortest_edge": 36}
