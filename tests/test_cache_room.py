@@ -244,6 +244,8 @@ def test_tiny_pretrain_eval_finetune_with_room(tmp_path, monkeypatch):
     assert processor["size"] == {"shortest_edge": 36} and processor["crop_size"] == {"height": 32, "width": 32}
     results = json.loads((run / "eval_results.json").read_text())
     assert results["settings"]["crop_pct"] == pytest.approx(32 / 36)
+    assert results["settings"]["cache_size_factor"] == 2.0
+    assert json.loads((run / "training_config.json").read_text())["data"]["cache_size_factor"] == 2.0
     evaluated = eval_cli.main(["--model_name_or_path", str(run / "encoder"), "--dataset_name", "synthetic",
                                "--protocols", "knn", *common, "--max_eval_samples", "16", "--device", "cpu",
                                "--output_dir", str(tmp_path / "eval")])

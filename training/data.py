@@ -7,7 +7,9 @@ The pipeline is:
                        detected from its files); optionally cropped to the bounding boxes
     find_columns       which column holds the image, which the label
     prepare_images     decode (any PIL mode -> RGB), resize shorter side + centre crop to S, store as a
-                       uint8 3 x S x S "pixel_values" column + int64 "labels"; corrupt images are skipped
+                       uint8 3 x S x S "pixel_values" column + int64 "labels" (a cache with room,
+                       cache_size_factor F > 1: the whole image at its aspect ratio in an F*S box, plus its
+                       valid (height, width) in "valid_hw"); corrupt images are skipped
                        and counted. The result is an Arrow cache file keyed by datasets' fingerprint, so
                        the second run (or the next epoch, or the eval script) never decodes a JPEG again.
     load_splits        all of the above for a train and an optional eval split -> PreparedData; refuses
@@ -501,7 +503,8 @@ class PreparedData:
     num_skipped: dict[str, int] = field(default_factory=dict)
     image_column: str = "image"
     label_column: str | None = "label"
-    #: How the data was read, for results files: {"dataset_format", "crop_to_bbox"[, "aircraft_level"]}.
+    #: How the data was read, for results files: {"dataset_format", "crop_to_bbox"[, "aircraft_level"]
+    #: [, "cache_size_factor" when not 1]}.
     source: dict = field(default_factory=dict)
 
 
@@ -638,6 +641,8 @@ def load_splits(
     source = {"dataset_format": resolved_format, "crop_to_bbox": bool(crop_to_bbox)}
     if resolved_format == "aircraft":
         source["aircraft_level"] = aircraft_level
+    if float(cache_size_factor) != 1.0:  # a cache with room: part of every result (absent: the square cache)
+        source["cache_size_factor"] = float(cache_size_factor)
     return PreparedData(train, eval_ds, label_names, num_skipped, image_column, label_column, source)
 
 
