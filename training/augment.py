@@ -452,7 +452,12 @@ class TwoViewAugment(torch.nn.Module):
         """The views of float images `x` (B x 3 x H x W in [0, 1]) under `params` (for `repeats * B` views, the
         images taken in turn). Returns the normalised views and the first `geometric_views` of them before the
         photometric steps (normalised too). `supersample`: see `crop_flip_resize`."""
-        views = crop_flip_resize(x.repeat(repeats, 1, 1, 1), params.boxes, params.flip, self.image_size, supersample)
+        if supersample == 1:
+            views = crop_flip_resize(x.repeat(repeats, 1, 1, 1), params.boxes, params.flip, self.image_size)
+        else:  # a cache with room: its boxes are large, each view's share sampled from them without a repeated copy
+            b = x.shape[0]
+            views = torch.cat([crop_flip_resize(x, params.boxes[i * b : (i + 1) * b], params.flip[i * b : (i + 1) * b],
+                                                self.image_size, supersample) for i in range(repeats)])
         geometric = normalize_images(views[:geometric_views], self.mean, self.std)
         if params.color is not None:
             m, t = color_transforms(params.color, views.mean(dim=(2, 3)))
