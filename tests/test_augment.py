@@ -176,6 +176,63 @@ def test_view_distribution_matches_the_kornia_recipe():
         assert abs(float(ref[name].mean()) - float(ours[name].mean())) < 0.03, name
 
 
+def _torchvision_rrc_params(n: int, height: int, width: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's `RandomResizedCrop.get_params`, as written there (one draw at a time), on a height x width
+    image: the reference for crops of the ORIGINAL image. Returns area fractions and aspects (w / h)."""
+    area, aspect = [], []
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(n):
+        for _ in range(10):
+            target = height * width * torch.empty(1).uniform_(scale[0], scale[1]).item()
+            r = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1]).item())
+            w, h = int(round(math.sqrt(target * r))), int(round(math.sqrt(target / r)))
+            if 0 < w <= width and 0 < h <= height:
+                break
+        else:
+            in_ratio = width / height
+            if in_ratio < min(ratio):
+                w, h = width, int(round(width / min(ratio)))
+            elif in_ratio > max(ratio):
+                h, w = height, int(round(height * max(ratio)))
+            else:
+                w, h = width, height
+        area.append(w * h / (height * width))
+        aspect.append(w / h)
+    return torch.tensor(area), torch.tensor(aspect)
+
+
+@pytest.mark.parametrize("original", [(375, 500), (500, 333), (100, 1000)])
+def test_crops_from_a_cache_with_room_follow_random_resized_crop_on_the_original(original):
+    """The cache with room (training.data, cache_size_factor 2 at S = 64: the whole image in a 128 box) draws its
+    crops in each image's valid region; their scale and aspect follow torchvision's RandomResizedCrop on the original
+    image (the last case mostly takes the centre-crop fallback), and they stay inside the region."""
+    from fgssl.training.augment import sample_region_boxes
+    from fgssl.training.decoding import boxed_output_size
+
+    n = 4000
+    height, width = original
+    w_box, h_box = boxed_output_size(width, height, 128)
+    torch.manual_seed(0)
+    ref_area, ref_aspect = _torchvision_rrc_params(n, height, width)
+    aug = TwoViewAugment(64, **RECIPE)
+    torch.manual_seed(1)
+    valid = torch.tensor([[h_box, w_box]]).expand(n, 2)
+    boxes = aug.sample_params(n, 128, 128, valid_hw=valid).boxes
+    assert torch.equal(boxes, boxes.round())
+    x0, y0, w, h = boxes.unbind(1)
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= w_box).all() and (y0 + h <= h_box).all()
+    area, aspect = w * h / (h_box * w_box), w / h
+    # Rounding to whole pixels of a 2.6 - 7.8 x smaller region moves scale and aspect by a few percent at most.
+    if float(ref_area.std()) > 1e-3:  # (the fallback alone is one point: compared by its value below)
+        assert _ks(ref_area, area) < 0.04 and _ks(ref_aspect, aspect) < 0.04
+    assert abs(float(ref_area.mean()) - float(area.mean())) < 0.02
+    assert abs(float(ref_aspect.log().mean()) - float(aspect.log().mean())) < 0.03
+    # Mixed regions in one batch: each draw inside its own.
+    mixed = torch.tensor([[h_box, w_box], [128, 128], [30, 128], [128, 7]]).repeat(500, 1)
+    x0, y0, w, h = aug.sample_params(len(mixed), 128, 128, valid_hw=mixed).boxes.unbind(1)
+    assert (x0 + w <= mixed[:, 1]).all() and (y0 + h <= mixed[:, 0]).all() and (w >= 1).all() and (h >= 1).all()
+
+
 def test_fused_colour_steps_follow_torchvision_formulas():
     from kornia.enhance import (
         adjust_brightness_accumulative,

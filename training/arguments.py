@@ -69,6 +69,14 @@ class DataArguments(DatasetFormatArguments):
         default=None, metadata={"help": "Fixed random subset of the evaluation split (default: all of it)."}
     )
     num_proc: int | None = field(default=None, metadata={"help": "Processes decoding the images (first run only)."})
+    cache_size_factor: float = field(
+        default=1.0,
+        metadata={"help": "Size of the decoded-image cache as a multiple of the image size S. 1 (default): each "
+                          "image is cached as its S x S centre crop. F > 1: the WHOLE image at its aspect ratio in "
+                          "an F*S x F*S box (longer side F*S, never upsampled), so training crops come from the "
+                          "whole image at up to F x the detail, and evaluation resizes and centre-crops as the "
+                          "image processor says (crop_pct 0.875). Cache memory grows about F^2 x."},
+    )
 
 
 @dataclass(kw_only=True)

@@ -10,6 +10,8 @@ blur, each a pass over the batch with its own parameter bookkeeping) cost half o
 batched op:
 
     sample_crop_boxes      torchvision's RandomResizedCrop parameters, vectorised (10 tries, centre fallback)
+    sample_region_boxes    the same, each draw inside its own image's valid region (a cache with room,
+                           training.data `cache_size_factor` > 1: whole images at their aspect ratio in a box)
     crop_flip_resize       crop + flip + resize of all 2B views in ONE affine grid_sample
     color_transforms       brightness, contrast, saturation, hue (per image, random order) and grayscale as ONE
                            per-image 3 x 3 matrix + offset (torchvision's formulas are affine in RGB; hue is a
@@ -32,6 +34,9 @@ from kornia.filters import gaussian_blur2d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The evaluation crop of a cache with room (`cache_size_factor` > 1): resize the shorter side to S / crop_pct,
+#: centre-crop S x S (the usual 0.875: 256 -> 224). A square cache (factor 1) is evaluated whole (crop_pct 1).
+DEFAULT_CROP_PCT = 0.875
 #: ITU-R 601 luma weights, as torchvision's rgb_to_grayscale (and kornia's) use.
 LUMA = (0.299, 0.587, 0.114)
 
@@ -81,6 +86,40 @@ def eval_transform(x_uint8: torch.Tensor, image_size: int, mean=None, std=None) 
     B x 3 x image_size x image_size.
     """
     return normalize_images(_resize(_to_float01(x_uint8), image_size), mean, std)
+
+
+def eval_resize_side(image_size: int, crop_pct: float) -> int:
+    """The shorter side an evaluation view is resized to before its centre image_size crop: int(S / crop_pct)
+    (timm's rule: 256 for 224 at 0.875; 73 for 64). A hair of slack absorbs a crop_pct read back as crop / side."""
+    if not 0.0 < float(crop_pct) <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}.")
+    return int(image_size / float(crop_pct) + 1e-6)
+
+
+def eval_transform_regions(x_uint8: torch.Tensor, valid_hw: torch.Tensor, image_size: int, crop_pct: float,
+                           mean=None, std=None) -> torch.Tensor:
+    """Evaluation view of a cache with room: each image's valid region resized (antialiased bilinear) so its
+    shorter side is `eval_resize_side(image_size, crop_pct)` (the longer side truncated, as transformers'
+    shortest-edge resize), then the centre image_size x image_size crop, normalised.
+
+    x_uint8: uint8 B x 3 x H x W boxes; valid_hw: B x 2 (height, width) of each image's region at the top-left.
+    Images sharing a region size are resized together. Returns normalised float B x 3 x image_size x image_size.
+    """
+    side = eval_resize_side(image_size, crop_pct)
+    x = _to_float01(x_uint8)
+    out = torch.empty(x.shape[0], 3, image_size, image_size, device=x.device, dtype=x.dtype)
+    sizes = valid_hw.to("cpu", torch.int64)
+    for hw in torch.unique(sizes, dim=0).tolist():
+        h, w = hw
+        idx = ((sizes[:, 0] == h) & (sizes[:, 1] == w)).nonzero().squeeze(1).to(x.device)
+        scale = side / min(h, w)
+        new_h, new_w = max(side, int(h * scale)), max(side, int(w * scale))
+        region = x[idx, :, :h, :w]
+        if (new_h, new_w) != (h, w):
+            region = F.interpolate(region, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+        top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+        out[idx] = region[:, :, top : top + image_size, left : left + image_size]
+    return normalize_images(out, mean, std)
 
 
 def _blur_kernel_size(image_size: int) -> int:
@@ -134,7 +173,44 @@ def sample_crop_boxes(n: int, height: int, width: int, scale=(0.2, 1.0), ratio=(
     return torch.stack([x0, y0, w, h], dim=1)
 
 
-def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+def sample_region_boxes(valid_hw: torch.Tensor, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
+    """`sample_crop_boxes` with each draw inside its own image's valid region (height, width), i.e. torchvision's
+    `RandomResizedCrop.get_params` on each image as it is (a cache with room keeps whole images at their aspect ratio
+    at the top-left of a box): area fraction ~ U(scale) of the region's area, log aspect ~ U(log ratio), the first
+    of `tries` candidates that fits, at an integer position drawn uniformly; else the centre crop of the
+    ratio-clamped region (torchvision's integer halving).
+
+    valid_hw: N x 2 (height, width), one row per draw, on the device the boxes are drawn on.
+    Returns N x 4 float boxes (x0, y0, w, h) in box pixels.
+    """
+    device = valid_hw.device
+    n = valid_hw.shape[0]
+    height, width = valid_hw[:, 0:1].float(), valid_hw[:, 1:2].float()  # N x 1
+    area = (torch.rand(n, tries, device=device) * (scale[1] - scale[0]) + scale[0]) * (height * width)
+    log_ratio = torch.rand(n, tries, device=device) * (math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0])
+    aspect = log_ratio.exp()
+    w = (area * aspect).sqrt().round()
+    h = (area / aspect).sqrt().round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = (fits.int().cumsum(1) == 1) & fits
+    found = first.any(1)
+    pick = first.int().argmax(1, keepdim=True)
+    w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+    height, width = height.squeeze(1), width.squeeze(1)
+    in_ratio = width / height
+    fw = torch.where(in_ratio > ratio[1], (height * ratio[1]).round(), width)
+    fh = torch.where(in_ratio < ratio[0], (width / ratio[0]).round(), height)
+    w = torch.where(found, w, fw).clamp(min=1).minimum(width)
+    h = torch.where(found, h, fh).clamp(min=1).minimum(height)
+    x0 = (torch.rand(n, device=device) * (width - w + 1)).floor()
+    y0 = (torch.rand(n, device=device) * (height - h + 1)).floor()
+    x0 = torch.where(found, x0, torch.div(width - w, 2, rounding_mode="floor"))
+    y0 = torch.where(found, y0, torch.div(height - h, 2, rounding_mode="floor"))
+    return torch.stack([x0, y0, w, h], dim=1)
+
+
+def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int,
+                     supersample: int = 1) -> torch.Tensor:
     """Crop each image to its box, mirror it where `flip`, and resize it to `size` x `size`: one grid_sample.
 
     The sampling grid is torchvision's `resized_crop` (crop, then bilinear resize with align_corners=False):
@@ -145,6 +221,8 @@ def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
         x: float N x 3 x H x W (the images, already repeated for each view).
         boxes: N x 4 (x0, y0, w, h) in input pixels (`sample_crop_boxes`).
         flip: bool N, horizontal flip.
+        supersample: k > 1 samples a k*size grid and averages k x k blocks: antialiasing for crops up to k x the
+            output (a cache with room: crops are mostly larger than the output).
     Returns:
         N x 3 x size x size.
     """
@@ -156,8 +234,9 @@ def crop_flip_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
     sx = torch.where(flip.to(x.device), -sx, sx)
     zero = torch.zeros_like(sx)
     theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)  # N x 2 x 3
-    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = F.affine_grid(theta, [n, 3, size * supersample, size * supersample], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.avg_pool2d(out, supersample) if supersample > 1 else out
 
 
 # --------------------------------------------------------------------------------------------- colour
@@ -293,9 +372,11 @@ class TwoViewAugment(torch.nn.Module):
         crop_ratio: aspect ratio (w / h) range of the random resized crop.
         mean, std: the normalisation of the views (3 floats each; default ImageNet's).
 
-    forward(x_uint8: uint8 B x 3 x S x S, return_geometric=False) -> (v1, v2), each normalised float
-    B x 3 x image_size x image_size; with `return_geometric`, also v1's crop and flip without the photometric
-    steps (the `geometric` reconstruction target of docs/method.md step 6).
+    forward(x_uint8: uint8 B x 3 x S x S, return_geometric=False, valid_hw=None) -> (v1, v2), each normalised
+    float B x 3 x image_size x image_size; with `return_geometric`, also v1's crop and flip without the photometric
+    steps (the `geometric` reconstruction target of docs/method.md step 6). With `valid_hw` (B x 2: a cache with
+    room, training.data), the crops are drawn in each image's valid region (`sample_region_boxes`) and sampled
+    with ceil(box side / image_size) x supersampling (crops larger than the output are then antialiased).
     """
 
     def __init__(
@@ -345,10 +426,15 @@ class TwoViewAugment(torch.nn.Module):
             steps.append(K.RandomGaussianBlur((self.blur_kernel,) * 2, self.blur_sigma, p=self.blur_p))
         return K.AugmentationSequential(*steps)
 
-    def sample_params(self, n: int, height: int, width: int, device=None) -> ViewParams:
-        """Draw the random parameters of `n` views of `height` x `width` images."""
+    def sample_params(self, n: int, height: int, width: int, device=None, valid_hw: torch.Tensor | None = None
+                      ) -> ViewParams:
+        """Draw the random parameters of `n` views of `height` x `width` images; with `valid_hw` (n x 2), each
+        view's crop inside its image's valid region (a cache with room)."""
         # Geometry first, so views with and without the photometric steps share their crops under one seed.
-        boxes = sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, device=device)
+        if valid_hw is None:
+            boxes = sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, device=device)
+        else:
+            boxes = sample_region_boxes(valid_hw.to(device), self.crop_scale, self.crop_ratio)
         flip = torch.rand(n, device=device) < 0.5 if self.hflip else torch.zeros(n, dtype=torch.bool, device=device)
         color = None
         if self.jitter_p > 0 or self.grayscale_p > 0:
@@ -361,11 +447,17 @@ class TwoViewAugment(torch.nn.Module):
             blur_sigma=_uniform(n, *self.blur_sigma, device),
         )
 
-    def render(self, x: torch.Tensor, params: ViewParams, repeats: int = 1, geometric_views: int = 0):
+    def render(self, x: torch.Tensor, params: ViewParams, repeats: int = 1, geometric_views: int = 0,
+               supersample: int = 1):
         """The views of float images `x` (B x 3 x H x W in [0, 1]) under `params` (for `repeats * B` views, the
         images taken in turn). Returns the normalised views and the first `geometric_views` of them before the
-        photometric steps (normalised too)."""
-        views = crop_flip_resize(x.repeat(repeats, 1, 1, 1), params.boxes, params.flip, self.image_size)
+        photometric steps (normalised too). `supersample`: see `crop_flip_resize`."""
+        if supersample == 1:
+            views = crop_flip_resize(x.repeat(repeats, 1, 1, 1), params.boxes, params.flip, self.image_size)
+        else:  # a cache with room: its boxes are large, each view's share sampled from them without a repeated copy
+            b = x.shape[0]
+            views = torch.cat([crop_flip_resize(x, params.boxes[i * b : (i + 1) * b], params.flip[i * b : (i + 1) * b],
+                                                self.image_size, supersample) for i in range(repeats)])
         geometric = normalize_images(views[:geometric_views], self.mean, self.std)
         if params.color is not None:
             m, t = color_transforms(params.color, views.mean(dim=(2, 3)))
@@ -374,10 +466,15 @@ class TwoViewAugment(torch.nn.Module):
             views = blur_selected(views, params.blur, params.blur_sigma, self.blur_kernel)
         return normalize_images(views, self.mean, self.std), geometric
 
-    def forward(self, x_uint8: torch.Tensor, return_geometric: bool = False):
+    def forward(self, x_uint8: torch.Tensor, return_geometric: bool = False, valid_hw: torch.Tensor | None = None):
         b, _, height, width = x_uint8.shape
-        params = self.sample_params(2 * b, height, width, device=x_uint8.device)
+        supersample = 1
+        if valid_hw is not None:  # a cache with room: crops of each image's region, antialiased by supersampling
+            valid_hw = valid_hw.to(x_uint8.device).repeat(2, 1)
+            supersample = max(1, math.ceil(max(height, width) / self.image_size))
+        params = self.sample_params(2 * b, height, width, device=x_uint8.device, valid_hw=valid_hw)
         # uint8 -> float once for both views
-        views, geometric = self.render(_to_float01(x_uint8), params, repeats=2, geometric_views=b if return_geometric else 0)
+        views, geometric = self.render(_to_float01(x_uint8), params, repeats=2,
+                                       geometric_views=b if return_geometric else 0, supersample=supersample)
         v1, v2 = views[:b], views[b:]
         return (v1, v2, geometric) if return_geometric else (v1, v2)

@@ -7,7 +7,9 @@ The pipeline is:
                        detected from its files); optionally cropped to the bounding boxes
     find_columns       which column holds the image, which the label
     prepare_images     decode (any PIL mode -> RGB), resize shorter side + centre crop to S, store as a
-                       uint8 3 x S x S "pixel_values" column + int64 "labels"; corrupt images are skipped
+                       uint8 3 x S x S "pixel_values" column + int64 "labels" (a cache with room,
+                       cache_size_factor F > 1: the whole image at its aspect ratio in an F*S box, plus its
+                       valid (height, width) in "valid_hw"); corrupt images are skipped
                        and counted. The result is an Arrow cache file keyed by datasets' fingerprint, so
                        the second run (or the next epoch, or the eval script) never decodes a JPEG again.
     load_splits        all of the above for a train and an optional eval split -> PreparedData; refuses
@@ -31,13 +33,17 @@ import numpy as np
 import torch
 
 from . import layouts
-from .decoding import DECODE_VERSION, decode_image
+from .decoding import DECODE_VERSION, decode_image, decode_image_boxed
 
 logger = logging.getLogger(__name__)
 
 #: Column names recognised automatically, in order of preference.
 IMAGE_COLUMN_NAMES = ("image", "img")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label")
+#: The column of a cache with room (`cache_size_factor` > 1): each image's valid region (height, width) in its box.
+VALID_HW_COLUMN = "valid_hw"
+#: Bump when `decode_image_boxed` changes its output (part of the boxed cache's fingerprint, as DECODE_VERSION).
+BOXED_DECODE_VERSION = 1
 #: The name that selects the embedded synthetic dataset (as does `None`).
 SYNTHETIC_NAME = "synthetic"
 #: Seed of the fixed random subset taken by `max_samples`.
@@ -345,6 +351,40 @@ def _decode_batch(
     return {"pixel_values": pixel_values, "labels": [int(x) for x in labels], "_error": errors}
 
 
+def _decode_batch_boxed(
+    batch: dict, image_column: str, label_column: str | None, box_side: int, boxed_decode_version: int
+) -> dict:
+    """`_decode_batch` for a cache with room: each image whole in a box_side x box_side box, plus its valid
+    (height, width); `boxed_decode_version` only makes BOXED_DECODE_VERSION part of the cache fingerprint."""
+    images = batch[image_column]
+    pixel_values = np.zeros((len(images), 3, box_side, box_side), dtype=np.uint8)
+    valid = np.zeros((len(images), 2), dtype=np.int32)
+    errors = []
+    for i, value in enumerate(images):
+        try:
+            pixel_values[i], valid[i] = decode_image_boxed(value, box_side)
+            errors.append("")
+        except Exception as err:  # noqa: BLE001  (as _decode_batch: every PIL error means "skip this image")
+            where = value.get("path") if isinstance(value, dict) else None
+            errors.append(f"{where or '<bytes>'}: {type(err).__name__}: {err}")
+    labels = batch[label_column] if label_column is not None else [-1] * len(images)
+    return {"pixel_values": pixel_values, VALID_HW_COLUMN: valid, "labels": [int(x) for x in labels],
+            "_error": errors}
+
+
+def cache_box_side(image_size: int, cache_size_factor: float = 1.0) -> int:
+    """The side of the cached images: S for factor 1, else round(factor x S) (the box of a cache with room)."""
+    factor = float(cache_size_factor)
+    if not factor >= 1.0:
+        raise ValueError(f"cache_size_factor must be >= 1 (1: the S x S centre crop), got {cache_size_factor}.")
+    return int(image_size) if factor == 1.0 else int(round(factor * image_size))
+
+
+def has_room(dataset) -> bool:
+    """True for a split decoded into a cache with room (it has the valid-region column)."""
+    return dataset is not None and VALID_HW_COLUMN in dataset.column_names
+
+
 def _fixed_subset(ds: datasets.Dataset, max_samples: int | None) -> datasets.Dataset:
     """A fixed random subset (seed SUBSET_SEED) of `max_samples` rows, in storage order: covers all classes
     of a class-sorted folder, and is the same subset on every run (so it stays cached)."""
@@ -354,7 +394,8 @@ def _fixed_subset(ds: datasets.Dataset, max_samples: int | None) -> datasets.Dat
     return ds.select(np.sort(rng.permutation(len(ds))[:max_samples]))
 
 
-def prepare_images(ds, image_column, label_column, image_size: int, max_samples=None, num_proc=None):
+def prepare_images(ds, image_column, label_column, image_size: int, max_samples=None, num_proc=None,
+                   cache_size_factor: float = 1.0):
     """Decode and resize every image once into a fixed-size uint8 column.
 
     Args:
@@ -363,6 +404,9 @@ def prepare_images(ds, image_column, label_column, image_size: int, max_samples=
         image_size: S, side of the square output.
         max_samples: keep a fixed random subset of this many rows (before decoding).
         num_proc: worker processes for the decoding map.
+        cache_size_factor: 1 (default): the S x S centre crop. F > 1: a cache with room, each image whole at its
+            aspect ratio in an F*S x F*S box (`decode_image_boxed`), with its valid (height, width) in the int32
+            column "valid_hw"; F is part of the cache's fingerprint.
 
     Returns:
         (dataset, num_skipped): the dataset in torch format with "pixel_values" (stored as uint8 3 x S x S)
@@ -382,29 +426,57 @@ def prepare_images(ds, image_column, label_column, image_size: int, max_samples=
     if isinstance(ds.features[image_column], datasets.Image):
         # Decode ourselves, so that a corrupt file is one caught error instead of a crash inside datasets.
         ds = ds.cast_column(image_column, datasets.Image(decode=False))
-    features = datasets.Features(
-        {
-            **{c: f for c, f in ds.features.items() if c not in (image_column, label_column)},
-            "pixel_values": datasets.Array3D((3, image_size, image_size), "uint8"),
-            "labels": datasets.Value("int64"),
-            "_error": datasets.Value("string"),
-        }
-    )
-    decoded = ds.map(
-        _decode_batch,
+    side = cache_box_side(image_size, cache_size_factor)
+    kept = {c: f for c, f in ds.features.items() if c not in (image_column, label_column)}
+    map_kwargs = dict(
         batched=True,
         batch_size=64,
-        fn_kwargs={
-            "image_column": image_column,
-            "label_column": label_column,
-            "image_size": image_size,
-            "decode_version": DECODE_VERSION,
-        },
         remove_columns=[c for c in (image_column, label_column) if c is not None],
-        features=features,
         num_proc=num_proc if num_proc and num_proc > 1 and len(ds) >= 2 * num_proc else None,
-        desc=f"Decoding images to {image_size}x{image_size}",
     )
+    if side == image_size and float(cache_size_factor) == 1.0:  # today's cache, its fingerprint unchanged
+        features = datasets.Features(
+            {
+                **kept,
+                "pixel_values": datasets.Array3D((3, image_size, image_size), "uint8"),
+                "labels": datasets.Value("int64"),
+                "_error": datasets.Value("string"),
+            }
+        )
+        decoded = ds.map(
+            _decode_batch,
+            fn_kwargs={
+                "image_column": image_column,
+                "label_column": label_column,
+                "image_size": image_size,
+                "decode_version": DECODE_VERSION,
+            },
+            features=features,
+            desc=f"Decoding images to {image_size}x{image_size}",
+            **map_kwargs,
+        )
+    else:
+        features = datasets.Features(
+            {
+                **kept,
+                "pixel_values": datasets.Array3D((3, side, side), "uint8"),
+                VALID_HW_COLUMN: datasets.Sequence(datasets.Value("int32"), length=2),
+                "labels": datasets.Value("int64"),
+                "_error": datasets.Value("string"),
+            }
+        )
+        decoded = ds.map(
+            _decode_batch_boxed,
+            fn_kwargs={
+                "image_column": image_column,
+                "label_column": label_column,
+                "box_side": side,
+                "boxed_decode_version": BOXED_DECODE_VERSION,
+            },
+            features=features,
+            desc=f"Decoding whole images into {side}x{side} boxes",
+            **map_kwargs,
+        )
     errors = decoded["_error"][:]
     bad = [i for i, e in enumerate(errors) if e]
     if bad and len(bad) == len(errors):
@@ -431,7 +503,8 @@ class PreparedData:
     num_skipped: dict[str, int] = field(default_factory=dict)
     image_column: str = "image"
     label_column: str | None = "label"
-    #: How the data was read, for results files: {"dataset_format", "crop_to_bbox"[, "aircraft_level"]}.
+    #: How the data was read, for results files: {"dataset_format", "crop_to_bbox"[, "aircraft_level"]
+    #: [, "cache_size_factor" when not 1]}.
     source: dict = field(default_factory=dict)
 
 
@@ -512,6 +585,7 @@ def load_splits(
     crop_to_bbox=False,
     require_eval=False,
     holdout_fraction: float = 0.0,
+    cache_size_factor: float = 1.0,
 ) -> PreparedData:
     """Load, find columns, and decode the train split and the eval split (see the module docstring).
 
@@ -521,7 +595,7 @@ def load_splits(
     run that silently skips evaluation, unless `eval_split` is "none" (unlabelled data cannot be evaluated and
     is not refused). With `holdout_fraction` > 0, a fixed per-class part of the train split (`carve_holdout`)
     becomes the eval split and the rest is trained on; the dataset's own test split is not used at all (for
-    choosing knobs).
+    choosing knobs). `cache_size_factor`: see `prepare_images` (both splits are decoded the same way).
 
     Raises:
         ValueError: an unknown split name (the message lists the splits), a split both trained on and evaluated
@@ -554,19 +628,21 @@ def load_splits(
     label_names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
 
     train, skipped_train = prepare_images(
-        train_raw, image_column, label_column, image_size, max_train_samples, num_proc
+        train_raw, image_column, label_column, image_size, max_train_samples, num_proc, cache_size_factor
     )
     num_skipped = {train_split: skipped_train}
     eval_ds = None
     if eval_raw is not None:
         eval_ds, num_skipped[eval_split] = prepare_images(
-            eval_raw, image_column, label_column, image_size, max_eval_samples, num_proc
+            eval_raw, image_column, label_column, image_size, max_eval_samples, num_proc, cache_size_factor
         )
     for split, count in num_skipped.items():
         logger.info("Split %r: skipped %d unreadable image(s)", split, count)
     source = {"dataset_format": resolved_format, "crop_to_bbox": bool(crop_to_bbox)}
     if resolved_format == "aircraft":
         source["aircraft_level"] = aircraft_level
+    if float(cache_size_factor) != 1.0:  # a cache with room: part of every result (absent: the square cache)
+        source["cache_size_factor"] = float(cache_size_factor)
     return PreparedData(train, eval_ds, label_names, num_skipped, image_column, label_column, source)
 
 
@@ -578,6 +654,8 @@ def load_splits_from_args(args, image_size: int, dataset_name: str | None = None
         max_eval_samples=args.max_eval_samples, train_split=args.train_split, eval_split=args.eval_split,
         num_proc=args.num_proc, **args.format_kwargs(),
     )
+    if float(getattr(args, "cache_size_factor", 1.0)) != 1.0:
+        kwargs["cache_size_factor"] = float(args.cache_size_factor)
     kwargs.update(overrides)
     return load_splits(dataset_name or args.dataset_name, image_size, **kwargs)
 
@@ -586,8 +664,12 @@ def load_splits_from_args(args, image_size: int, dataset_name: str | None = None
 
 
 def collate_uint8(examples) -> dict[str, torch.Tensor]:
-    """Stack examples into {"pixel_values": uint8 B x 3 x S x S, "labels": int64 B} (labels -1 if absent)."""
+    """Stack examples into {"pixel_values": uint8 B x 3 x S x S, "labels": int64 B} (labels -1 if absent); from a
+    cache with room also "valid_hw": int64 B x 2, each image's valid (height, width) in its box."""
     # torch-formatted datasets hand out int64 pixels (see prepare_images); values are 0..255, the cast is exact.
     pixel_values = torch.stack([torch.as_tensor(e["pixel_values"]).to(torch.uint8) for e in examples])
     labels = torch.tensor([int(e.get("labels", -1)) for e in examples], dtype=torch.int64)
-    return {"pixel_values": pixel_values, "labels": labels}
+    batch = {"pixel_values": pixel_values, "labels": labels}
+    if examples and VALID_HW_COLUMN in examples[0]:
+        batch[VALID_HW_COLUMN] = torch.stack([torch.as_tensor(e[VALID_HW_COLUMN]).to(torch.int64) for e in examples])
+    return batch

@@ -129,6 +129,46 @@ def _fit(img: Image.Image, size: int, full_size: tuple[int, int], box) -> Image.
     return img.crop((left, top, left + size, top + size))
 
 
+def _open(value, draft_side: int) -> Image.Image:
+    """The PIL image of `value`, loaded; a JPEG decoded at 1/2 - 1/8 scale when that still covers draft_side^2."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        value = value["bytes"] if value.get("bytes") is not None else value["path"]
+    img = Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else value)
+    # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers size x size (much faster).
+    img.draft(None, (draft_side, draft_side))
+    img.load()  # truncated / corrupt data raises here, not later
+    return img
+
+
+def _upright_resized(img: Image.Image, output_size) -> tuple[Image.Image, tuple[float, float, float, float] | None,
+                                                               tuple[int, int]]:
+    """(the image reduced, RGB and upright; the box of it to resize from; the upright output size).
+
+    `output_size(upright_w, upright_h) -> (out_w, out_h)` sizes the final resize from the upright image's size.
+    """
+    # Camera orientation (EXIF, or XMP through getexif), applied below to the reduced image.
+    method = _ORIENTATIONS.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    width, height = img.size
+    swaps = method in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
+                       Image.Transpose.ROTATE_270)
+    upright = (height, width) if swaps else (width, height)
+    out_w, out_h = output_size(*upright)
+    target = (out_h, out_w) if swaps else (out_w, out_h)  # the output size in the stored (not upright) frame
+    factor = (max(1, int(width / target[0] / REDUCE_GAP)), max(1, int(height / target[1] / REDUCE_GAP)))
+    box = None
+    if factor != (1, 1):
+        img = _reduce_in_strips(img, factor)
+        box = (0.0, 0.0, width / factor[0], height / factor[1])  # the last row / column of cells may be partial
+    img = _to_rgb(img)
+    if method is not None:
+        if box is not None:
+            box = _transpose_box(box, img.size, method)
+        img = img.transpose(method)
+    return img, box, upright
+
+
 def decode_image(value, size: int) -> np.ndarray:
     """Decode one stored image to a uint8 array 3 x size x size (RGB, shorter side resized, centre-cropped).
 
@@ -142,35 +182,55 @@ def decode_image(value, size: int) -> np.ndarray:
     four or five full-size copies of a conversion chain. The reduction is the one `resize(reducing_gap=3)` makes
     internally, and the final resize reads the exact region of the original, so the pixels barely change.
     """
-    if isinstance(value, Image.Image):
-        img = value
-    else:
-        if isinstance(value, dict):
-            value = value["bytes"] if value.get("bytes") is not None else value["path"]
-        img = Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else value)
-        # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers size x size (much faster).
-        img.draft(None, (size, size))
-        img.load()  # truncated / corrupt data raises here, not later
-    # Camera orientation (EXIF, or XMP through getexif), applied below to the reduced image.
-    method = _ORIENTATIONS.get(img.getexif().get(ExifTags.Base.Orientation, 1))
-    width, height = img.size
-    swaps = method in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
-                       Image.Transpose.ROTATE_270)
-    upright = (height, width) if swaps else (width, height)
-    out_w, out_h = _output_size(*upright, size)
-    target = (out_h, out_w) if swaps else (out_w, out_h)  # the output size in the stored (not upright) frame
-    factor = (max(1, int(width / target[0] / REDUCE_GAP)), max(1, int(height / target[1] / REDUCE_GAP)))
-    box = None
-    if factor != (1, 1):
-        img = _reduce_in_strips(img, factor)
-        box = (0.0, 0.0, width / factor[0], height / factor[1])  # the last row / column of cells may be partial
-    img = _to_rgb(img)
-    if method is not None:
-        if box is not None:
-            box = _transpose_box(box, img.size, method)
-        img = img.transpose(method)
+    img = _open(value, size)
+    img, box, upright = _upright_resized(img, lambda w, h: _output_size(w, h, size))
     arr = np.asarray(_fit(img, size, upright, box), dtype=np.uint8)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-__all__ = ["DECODE_VERSION", "decode_image"]
+def boxed_output_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """The size of a `width` x `height` image inside a `side` x `side` box at its aspect ratio: the longer side
+    becomes `side`, or stays as it is when the image is smaller (never upsampled); the shorter side is scaled
+    with it and rounded (at least 1 pixel)."""
+    longer = max(width, height)
+    if longer <= side:
+        return int(width), int(height)
+    scale = side / longer
+    return max(1, min(side, round(width * scale))), max(1, min(side, round(height * scale)))
+
+
+def decode_image_boxed(value, side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one stored image WHOLE, at its aspect ratio, into a fixed uint8 3 x side x side box: the cache with
+    room of `--cache_size_factor` > 1 (side = factor x S).
+
+    The image is resized (antialiased bicubic, the same reduction as `decode_image`) so that its longer side is
+    `side`, or kept at its own size when smaller (never upsampled), and placed at the top-left. The rest of the
+    box repeats the last valid row / column (edge padding), so bilinear sampling at the valid region's border reads
+    the border pixel as it would on the image itself. Returns (pixels 3 x side x side, (height, width) of the valid
+    region).
+    """
+    if isinstance(value, Image.Image):
+        full_w, full_h = value.size
+        img = value
+    else:
+        # The draft must keep the shorter output side (then the longer one is covered too): open without loading
+        # first to read the stored size (a JPEG's header), then draft and load.
+        if isinstance(value, dict):
+            value = value["bytes"] if value.get("bytes") is not None else value["path"]
+        img = Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else value)
+        full_w, full_h = img.size
+        out_w, out_h = boxed_output_size(full_w, full_h, side)
+        shorter = min(out_w, out_h) + 1  # +1: the draft's rounded-up sides still cover the output exactly
+        img.draft(None, (shorter, shorter))
+        img.load()
+    del full_w, full_h
+    img, box, upright = _upright_resized(img, lambda w, h: boxed_output_size(w, h, side))
+    out_w, out_h = boxed_output_size(*upright, side)
+    if (out_w, out_h) != img.size or box is not None:
+        img = img.resize((out_w, out_h), Image.Resampling.BICUBIC, box=box, reducing_gap=REDUCE_GAP)
+    arr = np.asarray(img, dtype=np.uint8)  # out_h x out_w x 3
+    arr = np.pad(arr, ((0, side - out_h), (0, side - out_w), (0, 0)), mode="edge")
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), (out_h, out_w)
+
+
+__all__ = ["DECODE_VERSION", "boxed_output_size", "decode_image", "decode_image_boxed"]

@@ -50,6 +50,18 @@ def validate_args(args: EvalArguments) -> None:
         raise UsageError(f"--linear_val_fraction must be in (0, 1), got {args.linear_val_fraction}.")
 
 
+def _room_crop(model_name_or_path, data) -> dict:
+    """{"crop_pct": the model's image processor's crop} for data decoded with room (--cache_size_factor > 1) when
+    that processor says one, else {} (evaluate_encoder's default)."""
+    from .data import has_room
+    from .processor import processor_crop_pct, read_processor_config
+
+    if not has_room(data.eval):
+        return {}
+    crop_pct = processor_crop_pct(read_processor_config(model_name_or_path))
+    return {} if crop_pct is None else {"crop_pct": crop_pct}
+
+
 def run_eval(args: EvalArguments) -> dict:
     """Load the encoder and the data, run the protocols, write the results; returns the results dict."""
     from .data import load_splits_from_args
@@ -84,7 +96,7 @@ def run_eval(args: EvalArguments) -> dict:
         encoder, data, protocols, batch_size=args.batch_size, device=args.device, image_size=image_size,
         knn_k=args.knn_k, knn_temperature=args.knn_temperature, linear_val_fraction=args.linear_val_fraction,
         seed=args.seed, chunk_size=args.chunk_size, **normalization_kwargs(processor_settings),
-        pictures_dir=output_dir,
+        pictures_dir=output_dir, **_room_crop(args.model_name_or_path, data),
     )
     results["settings"].update(
         model_name_or_path=args.model_name_or_path, dataset_name=args.dataset_name,

@@ -186,10 +186,26 @@ def write_eval_pictures(features, labels, dataset, output_dir, label_names=None,
         logger.warning("retrieval.png not written: %s is under benchmarks/results/, where no picture of dataset "
                        "images goes.", output_dir)
     else:
-        rows = dataset.with_format("numpy", columns=["pixel_values"])
+        from .data import VALID_HW_COLUMN, has_room
+
+        room = has_room(dataset)
+        rows = dataset.with_format("numpy", columns=["pixel_values", *([VALID_HW_COLUMN] if room else [])])
+
+        def picture(row):
+            pixels = np.asarray(row["pixel_values"]).astype(np.uint8)
+            if not room:
+                return pixels
+            # A cache with room: the centre square of the image's valid region, at the box's side.
+            from PIL import Image
+
+            (h, w), side = (int(v) for v in row[VALID_HW_COLUMN]), pixels.shape[-1]
+            m = min(h, w)
+            top, left = (h - m) // 2, (w - m) // 2
+            square = Image.fromarray(pixels[:, top : top + m, left : left + m].transpose(1, 2, 0))
+            return np.asarray(square.resize((side, side), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
 
         def fetch(idx):
-            return np.stack([rows[int(i)]["pixel_values"] for i in idx]).astype(np.uint8)
+            return np.stack([picture(rows[int(i)]) for i in idx]).astype(np.uint8)
 
         written["retrieval"] = save_retrieval_sheet(fetch, labels, features, output_dir / RETRIEVAL_PNG,
                                                     queries=sample_queries(labels, seed=seed),

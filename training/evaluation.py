@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .augment import eval_transform
+from .augment import DEFAULT_CROP_PCT, eval_transform, eval_transform_regions
 from .metrics import load_metric
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def default_device() -> torch.device:
 
 @torch.inference_mode()
 def embed_dataset(model, dataset, batch_size: int = 64, device=None, image_size: int | None = None,
-                  desc: str = "Embedding", image_mean=None, image_std=None):
+                  desc: str = "Embedding", image_mean=None, image_std=None, crop_pct: float | None = None):
     """Embed a decoded split with the frozen encoder.
 
     Args:
@@ -95,6 +95,10 @@ def embed_dataset(model, dataset, batch_size: int = 64, device=None, image_size:
         device: where the model runs (default: CUDA if available).
         image_size: input side the images are resized to (default: the stored S).
         image_mean, image_std: the normalisation the encoder was trained with (3 floats each; default ImageNet's).
+        crop_pct: a cache with room (a "valid_hw" column, training.data `cache_size_factor` > 1) is evaluated
+            from each image's valid region: shorter side resized to image_size / crop_pct, centre image_size crop
+            (`eval_transform_regions`; default DEFAULT_CROP_PCT, 0.875). A square cache (factor 1) ignores it: its
+            S x S crop is resized whole, as always.
 
     Returns:
         (features, labels): float32 numpy N x C (`h`, not normalised) and int64 numpy N.
@@ -103,13 +107,24 @@ def embed_dataset(model, dataset, batch_size: int = 64, device=None, image_size:
     device = torch.device(device) if device is not None else default_device()
     encoder.to(device).eval()
     # Slicing the numpy view reads whole uint8 batches from Arrow (no per-example tensors, no collation).
-    rows = dataset.with_format("numpy", columns=["pixel_values", "labels"])
+    from .data import VALID_HW_COLUMN, has_room
+
+    room = has_room(dataset)
+    rows = dataset.with_format("numpy", columns=["pixel_values", "labels", *([VALID_HW_COLUMN] if room else [])])
     features, labels = [], []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
         batch = rows[start : start + batch_size]
         pixels = torch.from_numpy(np.ascontiguousarray(batch["pixel_values"], dtype=np.uint8)).to(device)
-        size = image_size or pixels.shape[-1]
-        h = encoder(pixel_values=eval_transform(pixels, size, image_mean, image_std)).pooler_output
+        if room:
+            if not image_size:
+                raise ValueError("A cache with room (cache_size_factor > 1) holds whole images in boxes larger than "
+                                 "the input: pass the encoder's image_size.")
+            inputs = eval_transform_regions(pixels, torch.from_numpy(np.asarray(batch[VALID_HW_COLUMN])), image_size,
+                                            crop_pct or DEFAULT_CROP_PCT, image_mean, image_std)
+        else:
+            size = image_size or pixels.shape[-1]
+            inputs = eval_transform(pixels, size, image_mean, image_std)
+        h = encoder(pixel_values=inputs).pooler_output
         features.append(h.float().cpu().numpy())
         labels.append(np.asarray(batch["labels"], dtype=np.int64))
     if not features:
@@ -338,7 +353,7 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
                      image_size: int | None = None, knn_k: int = KNN_K, knn_temperature: float = KNN_TEMPERATURE,
                      linear_c_grid=LINEAR_C_GRID, linear_val_fraction: float = LINEAR_VAL_FRACTION,
                      seed: int = 0, chunk_size: int = 256, linear_backend: str = "sklearn", image_mean=None,
-                     image_std=None, pictures_dir=None) -> dict:
+                     image_std=None, pictures_dir=None, crop_pct: float | None = None) -> dict:
     """Run the evaluation protocols on a frozen encoder.
 
     Args:
@@ -351,6 +366,9 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
             `model_or_path` when it is a folder or Hub id with one, else ImageNet's).
         pictures_dir: where to write retrieval.png and embedding.png of the test split (training.eval_pictures);
             None: no pictures.
+        crop_pct: the evaluation crop of a cache with room (data decoded with `cache_size_factor` > 1; see
+            `embed_dataset`): default the image processor saved with `model_or_path` when it says one (fgssl's
+            processors do), else DEFAULT_CROP_PCT. Ignored for a square cache.
 
     Returns:
         {metric keys of the chosen protocols (PROTOCOL_METRICS), "settings": {...}, "num_images": {...},
@@ -367,6 +385,15 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
 
         stats = normalization_kwargs(source_processor_settings(str(model_or_path)))
         image_mean, image_std = stats.get("image_mean"), stats.get("image_std")
+    from .data import has_room
+
+    room = has_room(data.eval)
+    if room and crop_pct is None and isinstance(model_or_path, (str, Path)):
+        from .processor import processor_crop_pct, read_processor_config
+
+        crop_pct = processor_crop_pct(read_processor_config(str(model_or_path)))
+    if room:
+        crop_pct = float(crop_pct or DEFAULT_CROP_PCT)
     if not image_size:  # the size it was trained at (training.pretrained), else the side the images are stored at
         from .pretrained import trained_image_size
 
@@ -377,7 +404,7 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
         nonlocal step
         seconds[name], step = round(time.perf_counter() - step, 3), time.perf_counter()
 
-    norm = {"image_mean": image_mean, "image_std": image_std}
+    norm = {"image_mean": image_mean, "image_std": image_std, **({"crop_pct": crop_pct} if room else {})}
     test_x, test_y = embed_dataset(encoder, data.eval, batch_size, device, image_size, desc="Embedding test", **norm)
     _check_labels(test_y, "test")
     num_images = {"test": int(len(test_y))}
@@ -391,6 +418,8 @@ def evaluate_encoder(model_or_path, data, protocols=PROTOCOLS, batch_size: int =
 
     results, settings = {}, {"protocols": list(protocols), "image_size": int(image_size), "seed": seed}
     settings.update(getattr(data, "source", {}))  # how the data was read (layout, crop_to_bbox): part of the result
+    if room:  # the evaluation crop of a cache with room (a square cache is resized whole, as always)
+        settings["crop_pct"] = crop_pct
     if image_mean is not None:
         settings.update(image_mean=[float(v) for v in image_mean], image_std=[float(v) for v in image_std])
     if "retrieval" in protocols:

@@ -98,8 +98,13 @@ def _finetune(args: FinetuneArguments, training_args: RunArguments) -> dict:
     if training_args.load_best_model_at_end:
         logger.warning("load_best_model_at_end selects a checkpoint on the eval split; use a validation split for "
                        "that (--eval_split), never the test split.")
+    from .augment import DEFAULT_CROP_PCT
+    from .data import has_room
+
+    # A cache with room (--cache_size_factor > 1) is evaluated with the usual centre crop, and the processor says so.
+    room = {"crop_pct": DEFAULT_CROP_PCT} if has_room(data.train) else {}
     trainer = make_trainer(model, training_args, train, data.eval, image_size,
-                           **normalization_kwargs(processor_settings))
+                           **normalization_kwargs(processor_settings), **room)
     # Overwrite: the previous run removed now; resume: the newest complete checkpoint (runinfo, as fgssl-pretrain).
     resume = runinfo.start_run(output_dir, fingerprint, folder_state, training_args)
     train_output = trainer.train(resume_from_checkpoint=resume)

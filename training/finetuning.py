@@ -23,7 +23,8 @@ from kornia import augmentation as K
 from transformers import Trainer, TrainingArguments
 
 from .arguments import FINETUNE_METHODS
-from .augment import eval_transform, normalize_images
+from .augment import (DEFAULT_CROP_PCT, crop_flip_resize, eval_transform, eval_transform_regions, normalize_images,
+                      sample_region_boxes)
 from .cli import (UsageError, refuse_bad_inputs, refuse_below_one, refuse_no_training, refuse_non_finite,
                   refuse_unsynchronised_processes)
 from .metrics import load_metric
@@ -124,15 +125,22 @@ class ClassificationCollator:
     """Batch uint8 examples into normalised pixel_values (B x 3 x S x S float) and labels (B int64).
 
     train=True adds a light fine-grained augmentation (random resized crop, scale 0.35-1, and horizontal flip);
-    train=False is the deterministic evaluation view (training.augment.eval_transform).
+    train=False is the deterministic evaluation view (training.augment.eval_transform). From a cache with room
+    (a "valid_hw" column, training.data `cache_size_factor` > 1) the crop is drawn in each image's valid region
+    (training.augment.sample_region_boxes, the same scale range) and the evaluation view resizes the region's
+    shorter side to S / crop_pct and centre-crops S (`eval_transform_regions`; crop_pct default 0.875).
     """
 
-    def __init__(self, image_size: int, train: bool, image_mean=None, image_std=None):
+    #: Area range of the training crop.
+    CROP_SCALE = (0.35, 1.0)
+
+    def __init__(self, image_size: int, train: bool, image_mean=None, image_std=None, crop_pct: float | None = None):
         self.image_size = int(image_size)
         self.train = train
+        self.crop_pct = crop_pct
         self.mean, self.std = image_mean, image_std  # the model's normalisation (default ImageNet's)
         self.augment = K.AugmentationSequential(
-            K.RandomResizedCrop((self.image_size, self.image_size), scale=(0.35, 1.0), align_corners=False),
+            K.RandomResizedCrop((self.image_size, self.image_size), scale=self.CROP_SCALE, align_corners=False),
             K.RandomHorizontalFlip(p=0.5),
         )
 
@@ -141,11 +149,25 @@ class ClassificationCollator:
 
         batch = collate_uint8(examples)
         pixels = batch["pixel_values"]
+        valid_hw = batch.get("valid_hw")
+        if valid_hw is not None:
+            return {"pixel_values": self._from_regions(pixels, valid_hw), "labels": batch["labels"]}
         if self.train:
             pixel_values = normalize_images(self.augment(pixels.float().div(255.0)), self.mean, self.std)
         else:
             pixel_values = eval_transform(pixels, self.image_size, self.mean, self.std)
         return {"pixel_values": pixel_values, "labels": batch["labels"]}
+
+    def _from_regions(self, pixels: torch.Tensor, valid_hw: torch.Tensor) -> torch.Tensor:
+        """The normalised views of a batch from a cache with room (training or evaluation)."""
+        if not self.train:
+            return eval_transform_regions(pixels, valid_hw, self.image_size, self.crop_pct or DEFAULT_CROP_PCT,
+                                          self.mean, self.std)
+        boxes = sample_region_boxes(valid_hw, self.CROP_SCALE)
+        flip = torch.rand(len(pixels)) < 0.5
+        supersample = max(1, -(-max(pixels.shape[-2:]) // self.image_size))
+        views = crop_flip_resize(pixels.float().div(255.0), boxes, flip, self.image_size, supersample)
+        return normalize_images(views, self.mean, self.std)
 
 
 def compute_accuracy(eval_prediction) -> dict[str, float]:
@@ -187,10 +209,11 @@ class ClassificationTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
 
 
 def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_dataset, image_size: int,
-                 image_mean=None, image_std=None) -> Trainer:
+                 image_mean=None, image_std=None, crop_pct: float = 1.0) -> Trainer:
     """Trainer with augmented training batches, deterministic eval batches, and accuracy as the metric; images are
     normalised with `image_mean` / `image_std` (the starting checkpoint's processor's; default ImageNet's), and the
-    saved image processor says so."""
+    saved image processor says so. `crop_pct`: the evaluation crop of a cache with room (training.data
+    `cache_size_factor` > 1; 1.0 for a square cache), in the eval batches and the saved processor."""
     norm = {"image_mean": image_mean, "image_std": image_std}
     # Our collators read pixel_values/labels themselves; a PeftModel hides the forward signature Trainer inspects.
     training_args.remove_unused_columns = False
@@ -201,9 +224,9 @@ def make_trainer(model, training_args: TrainingArguments, train_dataset, eval_da
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=ClassificationCollator(image_size, train=True, **norm),
-        eval_collator=ClassificationCollator(image_size, train=False, **norm),
+        eval_collator=ClassificationCollator(image_size, train=False, **norm, crop_pct=crop_pct),
         compute_metrics=compute_accuracy,
-        processing_class=build_image_processor(image_size, **norm),
+        processing_class=build_image_processor(image_size, **norm, crop_pct=crop_pct),
     )
 
 

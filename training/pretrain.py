@@ -28,7 +28,8 @@ from .arguments import (ModelArguments, PretrainingArguments, PretrainingDataArg
                         demo_recipe_argv)
 from .backbones import build_model
 from .cli import ArgumentParser, console_entry, usage_errors
-from .data import collate_uint8, load_splits_from_args
+from .augment import DEFAULT_CROP_PCT
+from .data import collate_uint8, has_room, load_splits_from_args
 from .pretraining import (add_knn_monitor, default_output_dir, evaluate_run, refuse_fewer_than_one_batch,
                           run_image_processor, save_model_folders, starting_checkpoint, validate_args, write_run_card,
                           write_run_pictures, write_run_records)
@@ -118,8 +119,9 @@ def _pretrain(model_args, data_args, training_args, objective_args) -> dict:
         args=training_args,
         objective_args=objective_args,
         image_size=model_args.image_size,
-        # The starting checkpoint's mean / std, if it has them.
-        processing_class=run_image_processor(starting_checkpoint(model_args), model_args.image_size),
+        # The starting checkpoint's mean / std, if it has them; a cache with room's evaluation crop (crop_pct).
+        processing_class=run_image_processor(starting_checkpoint(model_args), model_args.image_size,
+                                             **({"crop_pct": DEFAULT_CROP_PCT} if has_room(data.train) else {})),
         train_dataset=data.train,
         data_collator=collate_uint8,
     )

@@ -47,10 +47,10 @@ def default_output_dir(method: str, dataset_name: str | None, base: str | None =
     return str(Path("outputs") / f"{prefix}-{name}")
 
 
-def run_image_processor(start: str | None, image_size: int):
+def run_image_processor(start: str | None, image_size: int, crop_pct: float = 1.0):
     """The image processor a run trains with and saves (training.processor): at `image_size`, normalising with the
     mean / std of the image processor of `start` (the checkpoint the run starts from) when it has one (a ViT's 0.5,
-    CLIP's...), else ImageNet's."""
+    CLIP's...), else ImageNet's; `crop_pct` < 1 for a cache with room (its evaluation crop)."""
     from .processor import (build_image_processor, describe_normalization, normalization_kwargs,
                             source_processor_settings)
 
@@ -58,7 +58,7 @@ def run_image_processor(start: str | None, image_size: int):
         stats = normalization_kwargs(source_processor_settings(start))
     if stats:
         logger.info("Images are normalised as %s's image processor does: %s.", start, describe_normalization(**stats))
-    return build_image_processor(image_size, **stats)
+    return build_image_processor(image_size, **stats, crop_pct=crop_pct)
 
 
 def checkpoint_config(model_name_or_path: str | None):
@@ -311,11 +311,14 @@ def evaluate_run(trainer, model, data, output_dir, linear_backend: str, compare_
                        "images of at least two classes (--label_column, --eval_split; --run_evaluation false "
                        "silences this).", why)
         return {"evaluation_skipped": why}
+    from .data import has_room
     from .evaluation import evaluate_encoder, write_results
-    from .processor import normalization_kwargs
+    from .processor import normalization_kwargs, processor_crop_pct
 
     output_dir = Path(output_dir)
     norm = normalization_kwargs(trainer.processing_class)
+    if has_room(data.eval):  # a cache with room is evaluated with the saved processor's crop
+        norm["crop_pct"] = processor_crop_pct(trainer.processing_class)
     image_size = model.config.image_size  # the size it was trained at (training.pretrained)
     eval_results = evaluate_encoder(model.fgssl, data, image_size=image_size, linear_backend=linear_backend,
                                     pictures_dir=output_dir, **norm)

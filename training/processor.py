@@ -11,6 +11,10 @@ crop, rescale, normalise, RGB conversion with transparency on white), so it is t
 
 It needs no fgssl code: the saved `preprocessor_config.json` names a transformers class.
 
+With a cache with room (training.data `cache_size_factor` > 1) the whole image is kept, and evaluation resizes its
+shorter side to S / crop_pct and centre-crops S (crop_pct 0.875); `build_image_processor(S, crop_pct=0.875)` saves
+those steps (shortest_edge int(S / 0.875), crop S).
+
 The normalisation is the starting checkpoint's own: when `--backbone` or `--model_name_or_path` names a checkpoint
 with an image processor (a ViT, CLIP, SigLIP or DINOv2 checkpoint, or an fgssl folder), `source_processor_settings`
 reads its mean and std (and its input side), and the training views, the evaluation and the saved processor use
@@ -25,14 +29,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD
+from .augment import IMAGENET_MEAN, IMAGENET_STD, eval_resize_side
 
 PROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 
 
-def build_image_processor(image_size: int, image_mean=None, image_std=None):
+def build_image_processor(image_size: int, image_mean=None, image_std=None, crop_pct: float = 1.0):
     """The image processor for an encoder trained at `image_size` (the cached training resolution S), normalising
     with `image_mean` / `image_std` (3 floats each; default ImageNet's).
+
+    `crop_pct` < 1 (a cache with room, training.data `cache_size_factor` > 1, is evaluated so): the shorter side is
+    resized to int(S / crop_pct) before the centre S x S crop (256 -> 224 at 0.875), as the evaluation did.
 
     The PIL backend is built (it needs no torchvision); the saved config names `BitImageProcessor`, so
     `AutoImageProcessor` picks the torchvision backend where torchvision is installed, with the same steps.
@@ -45,7 +52,7 @@ def build_image_processor(image_size: int, image_mean=None, image_std=None):
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
     return BitImageProcessorPil(
         do_resize=True,
-        size={"shortest_edge": size},
+        size={"shortest_edge": eval_resize_side(size, crop_pct)},
         resample=PILImageResampling.BICUBIC,
         do_center_crop=True,
         crop_size={"height": size, "width": size},
@@ -81,6 +88,23 @@ def _side(config: dict) -> int | None:
     value = (crop.get("height") if config.get("do_center_crop", True) else None) or size.get("shortest_edge") or (
         size.get("height")) or crop.get("height")
     return int(value) if value else None
+
+
+def processor_crop_pct(config_or_processor) -> float | None:
+    """crop / shortest-edge resize of a processor config (dict) or image processor that resizes the shorter side and
+    centre-crops (fgssl's, timm-style ones): the evaluation crop it describes; None for any other kind (or None)."""
+    if config_or_processor is None:
+        return None
+    if not isinstance(config_or_processor, dict):  # an image processor: its saved form (sizes as plain dicts)
+        config_or_processor = config_or_processor.to_dict()
+    get = config_or_processor.get
+    size, crop = get("size") or {}, get("crop_size") or {}
+    if not get("do_center_crop") or not isinstance(size, dict) or not isinstance(crop, dict):
+        return None
+    edge, side = size.get("shortest_edge"), crop.get("height")
+    if not edge or not side or side > edge:
+        return None
+    return float(side) / float(edge)
 
 
 def processor_image_size(folder) -> int | None:
@@ -152,4 +176,4 @@ def describe_normalization(image_mean=None, image_std=None) -> str:
 
 
 __all__ = ["PROCESSOR_CONFIG_NAME", "build_image_processor", "describe_normalization", "normalization_kwargs",
-           "processor_image_size", "read_processor_config", "source_processor_settings"]
+           "processor_crop_pct", "processor_image_size", "read_processor_config", "source_processor_settings"]

@@ -102,6 +102,12 @@ def model_source_identity(name: str | None) -> str | dict | None:
     return name
 
 
+def _cache_room(data_args) -> dict:
+    """{"cache_size_factor": F} for a cache with room (F != 1), else {} (the fingerprint of runs before the knob)."""
+    factor = float(getattr(data_args, "cache_size_factor", 1.0) or 1.0)
+    return {} if factor == 1.0 else {"cache_size_factor": factor}
+
+
 def run_fingerprint(model_args, data_args, training_args, objective_args) -> dict:
     """What defines a pre-training run: two runs with the same fingerprint are the same run."""
     model = asdict(model_args)
@@ -116,6 +122,8 @@ def run_fingerprint(model_args, data_args, training_args, objective_args) -> dic
         "max_train_samples": data_args.max_train_samples,
         **({"dataset_format": data_args.format_kwargs()} if hasattr(data_args, "format_kwargs") else {}),
         "holdout_fraction": getattr(data_args, "holdout_fraction", 0.0),
+        # A cache with room changes every view; recorded only when on, so runs from before it still resume.
+        **_cache_room(data_args),
         "method": objective.pop("method"),
         "backbone": model.pop("backbone"),
         "image_size": model.pop("image_size"),
@@ -143,6 +151,7 @@ def finetune_fingerprint(args, training_args) -> dict:
         "model_name_or_path": model_source_identity(args.model_name_or_path),
         **({"dataset_format": args.format_kwargs()} if hasattr(args, "format_kwargs") else {}),
         **{name: getattr(args, name, None) for name in known},
+        **_cache_room(args),
         "per_device_train_batch_size": batch,
         "total_batch_size": batch * world * training_args.gradient_accumulation_steps,
         "seed": training_args.seed,

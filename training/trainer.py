@@ -256,19 +256,24 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     # ------------------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         core = self.accelerator.unwrap_model(model)
-        step = self.training_objective.loss(model, core, self.views(inputs["pixel_values"]), self.state.global_step,
+        step = self.training_objective.loss(model, core, self.views(inputs["pixel_values"], inputs.get("valid_hw")),
+                                            self.state.global_step,
                                             want_pictures=self._picture_step())
         if step.pictures is not None:
             self.keep_pictures(step.pictures)
         self._accumulate_terms(step.terms)
         return (step.loss, step.output) if return_outputs else step.loss
 
-    def views(self, pixel_values: torch.Tensor) -> Views:
+    def views(self, pixel_values: torch.Tensor, valid_hw: torch.Tensor | None = None) -> Views:
         """The two augmented views of a uint8 batch (B x 3 x H x W), on the training device, and the target of L_R
         (v1's crop and flip without the photometric steps where the method reconstructs that: docs/method.md step
-        6); channels_last where the encoders are."""
+        6); channels_last where the encoders are. `valid_hw` (B x 2, a cache with room: training.data
+        `cache_size_factor` > 1): each image's valid region, where its crops are drawn."""
         geometric = self.training_objective.addition.needs_geometric_target
-        v1, v2, *rest = self.augment(pixel_values, return_geometric=geometric)
+        if valid_hw is None:
+            v1, v2, *rest = self.augment(pixel_values, return_geometric=geometric)
+        else:
+            v1, v2, *rest = self.augment(pixel_values, return_geometric=geometric, valid_hw=valid_hw)
         recon_target = rest[0] if geometric else v1
         if self.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
