@@ -235,7 +235,7 @@ def test_tiny_pretrain_eval_finetune_with_room(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     run = tmp_path / "run"
     common = ["--max_train_samples", "48", "--image_size", "32", "--cache_size_factor", "2"]
-    pretrain.main(["--method", "moco", "--max_steps", "2", *common, "--max_eval_samples", "24",
+    pretrain.main(["--method", "plain", "--max_steps", "2", *common, "--max_eval_samples", "24",
                    "--per_device_train_batch_size", "16", "--output_dir", str(run), "--report_to", "none",
                    "--disable_tqdm", "true", "--save_steps", "100", "--use_cpu", "true"])
     info = json.loads((run / "fgssl_run.json").read_text())
