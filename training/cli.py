@@ -1,4 +1,4 @@
-"""What the four console scripts (fgssl-pretrain, fgssl-eval, fgssl-finetune, fgssl-push) share.
+"""What the five console scripts (fgssl-pretrain, fgssl-eval, fgssl-finetune, fgssl-push, fgssl-prepare) share.
 
 - Exit status: 0 on success, 2 on a usage error (bad flag, bad value, bad path, bad config file), 1 on any other
   failure, 130 when interrupted.
