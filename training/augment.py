@@ -135,6 +135,21 @@ def _uniform(n: int, low: float, high: float, device) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- geometry
 
 
+def first_fitting_candidate(n: int, tries: int, height, width, scale, ratio, device):
+    """RandomResizedCrop's candidates: per draw, `tries` (area fraction ~ U(scale), log aspect w / h ~ U(log ratio))
+    sizes; returns (w, h, found), each of length n: the first candidate that fits in height x width (floats, or
+    n x 1 tensors of per-image sizes) and whether any did."""
+    area = (torch.rand(n, tries, device=device) * (scale[1] - scale[0]) + scale[0]) * (height * width)
+    log_ratio = torch.rand(n, tries, device=device) * (math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0])
+    aspect = log_ratio.exp()
+    w = (area * aspect).sqrt().round()
+    h = (area / aspect).sqrt().round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = (fits.int().cumsum(1) == 1) & fits  # one-hot of the first candidate that fits
+    pick = first.int().argmax(1, keepdim=True)
+    return w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1), first.any(1)
+
+
 def sample_crop_boxes(n: int, height: int, width: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), device=None,
                       tries: int = 10) -> torch.Tensor:
     """torchvision's `RandomResizedCrop.get_params`, vectorised over `n` draws.
@@ -146,16 +161,7 @@ def sample_crop_boxes(n: int, height: int, width: int, scale=(0.2, 1.0), ratio=(
     Returns:
         n x 4 float tensor of boxes (x0, y0, w, h) in input pixels (integers, as torchvision's).
     """
-    area = (torch.rand(n, tries, device=device) * (scale[1] - scale[0]) + scale[0]) * (height * width)
-    log_ratio = torch.rand(n, tries, device=device) * (math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0])
-    aspect = log_ratio.exp()
-    w = (area * aspect).sqrt().round()
-    h = (area / aspect).sqrt().round()
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = (fits.int().cumsum(1) == 1) & fits  # one-hot of the first candidate that fits
-    found = first.any(1)
-    pick = first.int().argmax(1, keepdim=True)
-    w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+    w, h, found = first_fitting_candidate(n, tries, height, width, scale, ratio, device)
     # Fallback, as torchvision: keep the whole image, clamped to the ratio range.
     in_ratio = width / height
     if in_ratio < ratio[0]:
@@ -186,16 +192,7 @@ def sample_region_boxes(valid_hw: torch.Tensor, scale=(0.2, 1.0), ratio=(3 / 4, 
     device = valid_hw.device
     n = valid_hw.shape[0]
     height, width = valid_hw[:, 0:1].float(), valid_hw[:, 1:2].float()  # N x 1
-    area = (torch.rand(n, tries, device=device) * (scale[1] - scale[0]) + scale[0]) * (height * width)
-    log_ratio = torch.rand(n, tries, device=device) * (math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0])
-    aspect = log_ratio.exp()
-    w = (area * aspect).sqrt().round()
-    h = (area / aspect).sqrt().round()
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = (fits.int().cumsum(1) == 1) & fits
-    found = first.any(1)
-    pick = first.int().argmax(1, keepdim=True)
-    w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+    w, h, found = first_fitting_candidate(n, tries, height, width, scale, ratio, device)
     height, width = height.squeeze(1), width.squeeze(1)
     in_ratio = width / height
     fw = torch.where(in_ratio > ratio[1], (height * ratio[1]).round(), width)

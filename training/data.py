@@ -434,49 +434,18 @@ def prepare_images(ds, image_column, label_column, image_size: int, max_samples=
         remove_columns=[c for c in (image_column, label_column) if c is not None],
         num_proc=num_proc if num_proc and num_proc > 1 and len(ds) >= 2 * num_proc else None,
     )
+    common = {"image_column": image_column, "label_column": label_column}
     if side == image_size and float(cache_size_factor) == 1.0:  # today's cache, its fingerprint unchanged
-        features = datasets.Features(
-            {
-                **kept,
-                "pixel_values": datasets.Array3D((3, image_size, image_size), "uint8"),
-                "labels": datasets.Value("int64"),
-                "_error": datasets.Value("string"),
-            }
-        )
-        decoded = ds.map(
-            _decode_batch,
-            fn_kwargs={
-                "image_column": image_column,
-                "label_column": label_column,
-                "image_size": image_size,
-                "decode_version": DECODE_VERSION,
-            },
-            features=features,
-            desc=f"Decoding images to {image_size}x{image_size}",
-            **map_kwargs,
-        )
+        decode, extra_features, desc = _decode_batch, {}, f"Decoding images to {image_size}x{image_size}"
+        fn_kwargs = {**common, "image_size": image_size, "decode_version": DECODE_VERSION}
     else:
-        features = datasets.Features(
-            {
-                **kept,
-                "pixel_values": datasets.Array3D((3, side, side), "uint8"),
-                VALID_HW_COLUMN: datasets.Sequence(datasets.Value("int32"), length=2),
-                "labels": datasets.Value("int64"),
-                "_error": datasets.Value("string"),
-            }
-        )
-        decoded = ds.map(
-            _decode_batch_boxed,
-            fn_kwargs={
-                "image_column": image_column,
-                "label_column": label_column,
-                "box_side": side,
-                "boxed_decode_version": BOXED_DECODE_VERSION,
-            },
-            features=features,
-            desc=f"Decoding whole images into {side}x{side} boxes",
-            **map_kwargs,
-        )
+        decode, desc = _decode_batch_boxed, f"Decoding whole images into {side}x{side} boxes"
+        extra_features = {VALID_HW_COLUMN: datasets.Sequence(datasets.Value("int32"), length=2)}
+        fn_kwargs = {**common, "box_side": side, "boxed_decode_version": BOXED_DECODE_VERSION}
+    # The features' order is part of the cache's fingerprint: pixel_values, [valid_hw,] labels, _error.
+    features = datasets.Features({**kept, "pixel_values": datasets.Array3D((3, side, side), "uint8"), **extra_features,
+                                  "labels": datasets.Value("int64"), "_error": datasets.Value("string")})
+    decoded = ds.map(decode, fn_kwargs=fn_kwargs, features=features, desc=desc, **map_kwargs)
     errors = decoded["_error"][:]
     bad = [i for i, e in enumerate(errors) if e]
     if bad and len(bad) == len(errors):
