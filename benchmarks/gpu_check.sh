@@ -193,7 +193,7 @@ if [[ -n "$DATA" ]]; then
         --batch_size "$BATCH" --device "$DEVICE" --queue_size "$([[ $DEVICE == cuda ]] && echo 65536 || echo 0)" \
         $([[ $DEVICE == cuda ]] && echo --bf16 --channels_last) --warmup "$((WARMUP * 3))" --steps "$((REPS * 3))" \
         --repeats 2 --out "$WORK/peer_step"
-    run_stage "cub100 pre-training ($DATA)" 200 \
+    run_stage "cub100 pre-training ($(basename "$DATA"))" 200 \
         "$PY" -m fgssl.training.pretrain configs/cub100_cpu.yaml --dataset_name "$DATA" --max_steps "$STEPS" \
         --bf16 "$([[ $DEVICE == cuda ]] && echo true || echo false)" --output_dir "$WORK/cub100_run" \
         --save_steps "$STEPS" --logging_steps 25 --picture_steps 0 --report_to none --disable_tqdm true --seed 0 \

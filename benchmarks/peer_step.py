@@ -281,6 +281,8 @@ def main(argv=None) -> dict:
     args = parse_cli(argv)
     import torch
 
+    from fgssl.training.portable import portable_command
+
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.side == "peer":
@@ -307,7 +309,8 @@ def main(argv=None) -> dict:
         "setting": f"{Path(args.dataset_name).name}, {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
                    f"queue {args.queue_size or 'in-batch'}, SGD, {args.device}{tags.replace('_', ', ')}, "
                    f"W={args.warmup} warm-up + N={args.steps} measured steps",
-        "command": "python benchmarks/peer_step.py " + " ".join((argv if argv is not None else sys.argv[1:])),
+        "command": portable_command(["python", "benchmarks/peer_step.py",
+                                     *(argv if argv is not None else sys.argv[1:])]),
         "ratio": spread(ratios),
         **{side: {"step_seconds": spread([r["step_seconds"] for r in rs]),
                   "peak_rss_bytes": spread([r["peak_rss_bytes"] for r in rs]), "runs": rs}
