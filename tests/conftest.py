@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random backbones (seconds on CPU) and the path to the shared real data."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,3 +51,18 @@ def cub100():
     if not CUB100.is_dir():
         pytest.skip(f"{CUB100} is not present")
     return CUB100
+
+
+def run_two_processes(worker: str, out_dir, *args, port: int, timeout: int = 300) -> list[dict]:
+    """Launch tests/scripts/<worker> on 2 CPU processes (torch.distributed.run, gloo) writing <out_dir>/rank<r>.pt;
+    fail with the workers' stderr if they fail; return what each rank saved, in rank order."""
+    import torch
+
+    script = REPO_ROOT / "tests" / "scripts" / worker
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(script), str(out_dir), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(Path(out_dir) / f"rank{r}.pt") for r in (0, 1)]

@@ -9,20 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REPO_ROOT
+from conftest import run_two_processes
 from fgssl.training.objective import info_nce
 
 
 def test_in_batch_negatives_come_from_every_process(tmp_path):
-    script = REPO_ROOT / "tests" / "scripts" / "in_batch_worker.py"
     batch = 3
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29543",
-         str(script), str(tmp_path), str(batch)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = run_two_processes("in_batch_worker.py", tmp_path, batch, port=29543)
     keys = torch.cat([r["k"] for r in ranks])
     for rank, got in enumerate(ranks):
         torch.testing.assert_close(got["gathered"], keys)

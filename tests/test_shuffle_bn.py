@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT, tiny_fgssl_config
+from conftest import REPO_ROOT, run_two_processes, tiny_fgssl_config
 from fgssl.training.shuffle_bn import grouped_encode, has_batch_norm, shuffled_keys
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "scripts"))
@@ -17,15 +17,8 @@ from shuffle_bn_worker import bn_encoder  # noqa: E402
 
 
 def test_two_processes_encode_a_shuffled_batch_and_get_their_keys_back_in_order(tmp_path):
-    script = REPO_ROOT / "tests" / "scripts" / "shuffle_bn_worker.py"
     batch = 4
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
-         str(script), str(tmp_path), str(batch)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = run_two_processes("shuffle_bn_worker.py", tmp_path, batch, port=29541)
     assert ranks[0]["world_size"] == 2
     # By hand: rank 0's permutation of the gathered batch; rank r encodes rows r*B:(r+1)*B of the shuffled batch
     # (BatchNorm statistics of that sub-batch); each key goes back to its image's original place.

@@ -1,8 +1,6 @@
 """FGSSLTrainer: the objective in a transformers Trainer, momentum/queue bookkeeping, DDP, resume, the CLI."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
-from conftest import REPO_ROOT, tiny_fgssl_config
+from conftest import REPO_ROOT, run_two_processes, tiny_fgssl_config
 from fgssl.modeling import FGSSLForPreTraining, FGSSLModel
 from fgssl.training.data import collate_uint8
 from fgssl.training.objective import gradcam_map, gradcam_scores, negative_cosine, simsiam_loss
@@ -247,14 +245,7 @@ def test_gradient_accumulation_gives_one_momentum_update_per_optimiser_step(tmp_
 
 
 def test_two_processes_stay_in_sync(tmp_path):
-    script = REPO_ROOT / "tests" / "scripts" / "ddp_worker.py"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         str(script), str(tmp_path), "3", "4"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    r0, r1 = run_two_processes("ddp_worker.py", tmp_path, 3, 4, port=29531, timeout=600)
     assert r0["world_size"] == 2
     for key in ("running_var", "running_mean", "online", "momentum", "queue"):
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0)
@@ -267,14 +258,7 @@ def test_two_processes_stay_in_sync(tmp_path):
 
 
 def test_two_processes_stay_in_sync_on_the_simsiam_base(tmp_path):
-    script = REPO_ROOT / "tests" / "scripts" / "ddp_worker.py"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29532",
-         str(script), str(tmp_path), "2", "4", "simsiam"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    r0, r1 = run_two_processes("ddp_worker.py", tmp_path, 2, 4, "simsiam", port=29532, timeout=600)
     assert r0["world_size"] == 2 and "queue" not in r0
     for key in ("running_var", "online", "heads", "predictor"):
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0)
