@@ -29,6 +29,10 @@ def main(out_dir: str, batch: int):
     loss = info_nce(q, k, None, 0.2, batch_keys=everything, batch_offset=rank * batch)
     torch.save({"q": q, "k": k, "gathered": everything, "loss": loss, "world_size": state.num_processes},
                Path(out_dir) / f"rank{rank}.pt")
+    # Leave together: a rank that exits while the other is still inside gloo aborts it ("terminate called without an
+    # active exception", seen in CI).
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":

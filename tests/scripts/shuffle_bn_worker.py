@@ -31,6 +31,10 @@ def main(out_dir: str, batch: int):
     generator = torch.Generator().manual_seed(123 if rank == 0 else 999)
     keys = shuffled_keys(encoder, images, generator=generator)
     torch.save({"world_size": state.num_processes, "images": images, "keys": keys}, Path(out_dir) / f"rank{rank}.pt")
+    # Leave together: a rank that exits while the other is still inside gloo aborts it ("terminate called without an
+    # active exception", seen in CI).
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":
