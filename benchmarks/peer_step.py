@@ -20,8 +20,9 @@ How it is timed, each side in a fresh subprocess (so peak memory is that process
   difference of the two runs' `train_runtime` over N, so start-up, the first steps and the final save cancel.
 - peer: one process, W unmeasured steps, then N steps timed with `time.perf_counter` (data loading included, as in
   the Trainer's loop).
-Reported: median step time of each side over the repeats (min-max), the ratio fgssl / peer (target <= 1.10 x),
-steps/s, and peak RSS (CPU) or `torch.cuda.max_memory_allocated` of the peer (CUDA). Outputs:
+Both sides run with the allocator setting the command applies to itself (`training/host_memory.py`; off for both
+with `FGSSL_KEEP_FREED_MEMORY=0`). Reported: median step time of each side over the repeats (min-max), the ratio
+fgssl / peer (target <= 1.10 x), steps/s, and peak RSS (CPU) or `torch.cuda.max_memory_allocated` of the peer (CUDA). Outputs:
 `<out>/peer_step_<backbone>_<size>px_b<batch>_<device>[_channelslast][_compile].{json,md}`, naming the machine.
 """
 
@@ -281,11 +282,15 @@ def main(argv=None) -> dict:
     args = parse_cli(argv)
     import torch
 
+    from fgssl.training.host_memory import keep_freed_memory
     from fgssl.training.portable import portable_command
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.side == "peer":
+        # The allocator setting the command applies to itself (training/host_memory.py), so that the two sides
+        # differ by the harness only; FGSSL_KEEP_FREED_MEMORY=0 in the environment turns it off for both.
+        keep_freed_memory()
         result = plain_moco_step(args)
         Path(args.result_file).write_text(json.dumps(result))
         return result
@@ -308,7 +313,8 @@ def main(argv=None) -> dict:
         "machine": machine(), "repeats": args.repeats, "minutes": (time.time() - started) / 60,
         "setting": f"{Path(args.dataset_name).name}, {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
                    f"queue {args.queue_size or 'in-batch'}, SGD, {args.device}{tags.replace('_', ', ')}, "
-                   f"W={args.warmup} warm-up + N={args.steps} measured steps",
+                   f"W={args.warmup} warm-up + N={args.steps} measured steps, freed host memory kept for reuse "
+                   f"on both sides (training/host_memory.py): {'yes' if keep_freed_memory() else 'no'}",
         "command": portable_command(["python", "benchmarks/peer_step.py",
                                      *(argv if argv is not None else sys.argv[1:])]),
         "ratio": spread(ratios),

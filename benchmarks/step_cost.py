@@ -169,6 +169,8 @@ def machine_info(device: str) -> dict:
     """What ran the benchmark: CPU model, cores, load, library versions, and the GPU when there is one."""
     import transformers
 
+    from fgssl.training.host_memory import keep_freed_memory
+
     info = {
         "cpu": cpu_model_name(),
         "cores_available": available_cores(),
@@ -178,6 +180,7 @@ def machine_info(device: str) -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "freed_host_memory_kept": keep_freed_memory(),  # training/host_memory.py, as the commands run
     }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
@@ -776,7 +779,8 @@ def to_markdown(result: dict) -> str:
         f"{' bf16' if s['bf16'] else ''}",
         "",
         f"Machine: {where}; {m['cores_available']} cores available, {m['torch_threads']} torch threads; "
-        f"load average (1/5/15 min) at start {m.get('load_average_at_start')}, at the end {m['load_average_1_5_15']}; torch {m['torch']}, transformers {m['transformers']}.",
+        f"load average (1/5/15 min) at start {m.get('load_average_at_start')}, at the end {m['load_average_1_5_15']}; torch {m['torch']}, transformers {m['transformers']}; "
+        f"freed host memory kept for reuse (training/host_memory.py): {'yes' if m.get('freed_host_memory_kept') else 'no'}.",
         f"Model: C = {result['model']['feature_dim_C']}, decoder "
         f"({s['model_overrides'].get('decoder_input', 'FGSSLConfig default') if s.get('model_overrides') else 'FGSSLConfig default'} input) "
         f"{result['model']['decoder_block_out_channels']} "
@@ -950,8 +954,11 @@ def settings_from_args(args) -> BenchSettings:
 
 
 def main(argv=None) -> dict:
+    from fgssl.training.host_memory import keep_freed_memory
+
     args = parse_args(argv)
     settings = settings_from_args(args)
+    keep_freed_memory()  # as the console scripts do (FGSSL_KEEP_FREED_MEMORY=0: glibc's defaults)
     if args._memory_child:
         print(json.dumps(cpu_peak_bytes_child(args._memory_child, settings, args._memory_steps)))
         return {}

@@ -10,7 +10,9 @@ from fgssl.training.augment import (
     IMAGENET_STD,
     TwoViewAugment,
     apply_color,
+    blur_selected,
     color_transforms,
+    crop_flip_resize,
     denormalize_images,
     eval_transform,
     hue_rotation,
@@ -284,3 +286,49 @@ def test_geometric_view_is_v1_without_photometric_steps():
     assert torch.allclose(geometric, v1_plain, atol=1e-6)
     # ... and differs from v1 where a photometric step applied.
     assert not torch.allclose(geometric, v1, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------- the fast pieces
+def test_blur_as_matrix_products_is_kornias_reflect_blur_with_per_image_sigma():
+    from kornia.filters import gaussian_blur2d
+
+    torch.manual_seed(0)
+    for h, w, k in ((16, 16, 3), (64, 64, 7), (20, 24, 5)):
+        x = torch.rand(6, 3, h, w)
+        sigma = torch.tensor([0.1, 0.5, 1.0, 2.0, 1.5, 0.7])
+        selected = torch.tensor([True, True, False, True, True, False])
+        ours = blur_selected(x.clone(), selected, sigma, k)
+        theirs = gaussian_blur2d(x[selected], (k, k), sigma[selected].unsqueeze(1).expand(-1, 2), border_type="reflect")
+        assert torch.allclose(ours[selected], theirs, atol=1e-5)
+        assert torch.equal(ours[~selected], x[~selected])  # the others untouched
+    flat = torch.full((2, 3, 16, 16), 0.3)  # rows sum to one: a constant image stays (so it commutes with normalising)
+    assert torch.allclose(blur_selected(flat, torch.ones(2, dtype=torch.bool), torch.tensor([2.0, 0.5]), 7), flat)
+
+
+def test_colour_with_the_normalisation_folded_in_is_colour_then_normalise():
+    torch.manual_seed(1)
+    x = torch.rand(8, 3, 10, 12)
+    params = sample_color_params(8, jitter=(0.8, 0.8, 0.8, 0.1), jitter_p=1.0, grayscale_p=0.3)
+    m, t = color_transforms(params, x.mean(dim=(2, 3)))
+    assert (apply_color(x, m, t) == 1).any()  # strong enough that the clamp bites
+    for mean, std in ((IMAGENET_MEAN, IMAGENET_STD), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))):
+        expected = normalize_images(apply_color(x, m, t), mean, std)
+        assert torch.allclose(apply_color(x, m, t, mean, std), expected, atol=1e-5)
+
+
+def test_crop_grid_is_affine_grid_of_the_box():
+    import torch.nn.functional as F
+
+    torch.manual_seed(2)
+    x = torch.rand(5, 3, 30, 40)
+    boxes = torch.tensor([[0, 0, 40, 30], [3, 4, 10, 20], [10, 5, 30, 25], [0, 0, 1, 1], [39, 29, 1, 1]]).float()
+    flip = torch.tensor([False, True, False, True, False])
+    x0, y0, w, h = boxes.unbind(1)
+    sx, sy = torch.where(flip, -w / 40, w / 40), h / 30
+    zero = torch.zeros(5)
+    theta = torch.stack([torch.stack([sx, zero, (2 * x0 + w) / 40 - 1], 1), torch.stack([zero, sy, (2 * y0 + h) / 30 - 1], 1)], 1)
+    for size, supersample in ((16, 1), (8, 2)):
+        grid = F.affine_grid(theta, [5, 3, size * supersample, size * supersample], align_corners=False)
+        expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        expected = F.avg_pool2d(expected, supersample) if supersample > 1 else expected
+        assert torch.allclose(crop_flip_resize(x, boxes, flip, size, supersample), expected, atol=1e-5)

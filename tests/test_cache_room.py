@@ -110,7 +110,7 @@ def _module_before(name: str):
     return module
 
 
-def test_factor_one_is_byte_identical_to_before():
+def test_factor_one_matches_before():
     before_decoding, before_augment = _module_before("decoding"), _module_before("augment")
     buf = io.BytesIO()
     Image.fromarray(_photo(640, 480, seed=3)).save(buf, "JPEG", quality=90)
@@ -123,7 +123,9 @@ def test_factor_one_is_byte_identical_to_before():
         ours = TwoViewAugment(16)(x, return_geometric=geometric)
         torch.manual_seed(7)
         theirs = before_augment.TwoViewAugment(16)(x, return_geometric=geometric)
-        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+        # The same draws and the same sums; since then the views' arithmetic was regrouped for speed (the grid built
+        # directly, the normalisation folded into the colour map, the blur as matrix products): float rounding only.
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(ours, theirs))
     assert torch.equal(eval_transform(x, 16), before_augment.eval_transform(x, 16))
 
 

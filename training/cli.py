@@ -6,7 +6,8 @@
   `--traceback` on the command line or `FGSSL_DEBUG=1` in the environment prints the traceback as well (`--debug`
   is TrainingArguments' own flag, `--debug underflow_overflow`, and is left to it).
 - Each module keeps `main(argv) -> results` for library and test use; `console_entry(main, prog)` turns it into the
-  console-script entry (`cli(argv) -> int`), which is what pyproject.toml's [project.scripts] points at.
+  console-script entry (`cli(argv) -> int`), which is what pyproject.toml's [project.scripts] points at. The entry
+  first keeps freed host memory for reuse (`training/host_memory.py`: glibc's trim and mmap thresholds raised).
 - `ArgumentParser` is transformers' `HfArgumentParser` with `allow_abbrev=False` (a prefix of a flag is not taken
   for the flag), a `parse` that refuses unknown flags naming the closest valid one, and argparse's own errors
   raised as `UsageError` instead of printing the usage block.
@@ -23,6 +24,8 @@ import traceback
 from collections.abc import Callable, Iterable
 
 from transformers import HfArgumentParser
+
+from .host_memory import keep_freed_memory
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: The flag that asks for tracebacks: not `--debug`, which TrainingArguments owns (`--debug underflow_overflow`).
@@ -290,6 +293,7 @@ def console_entry(main: Callable[[list[str]], object], prog: str,
 
     def cli(argv: list[str] | None = None) -> int:
         argv, debug = debug_requested(sys.argv[1:] if argv is None else argv)
+        keep_freed_memory()  # the process's own allocator setting, before any tensor exists
         try:
             main(argv)
         except SystemExit as exit_:  # argparse's --help (0), or a command that chose its own status
