@@ -200,7 +200,8 @@ def peak_bf16_flops(gpu_name: str) -> float | None:
 def parse_variant(name: str) -> tuple[str, str, float]:
     """'[simsiam-](moco | lcr | fgssl | fgssl-<fraction>)' or 'simsiam' -> (base, method, synthesized fraction).
 
-    A trailing '+recompute' (the synthesized query pass recomputed in backward) does not change these."""
+    A trailing '+recompute' (the decoder's and the synthesized queries' activations recomputed in backward)
+    does not change these."""
     name = name.removesuffix("+recompute")
     base, rest = ("simsiam", name[len("simsiam-"):]) if name.startswith("simsiam-") else ("moco", name)
     if name == "simsiam":
@@ -222,7 +223,8 @@ def parse_variant(name: str) -> tuple[str, str, float]:
                      "each optionally prefixed with simsiam- (and simsiam alone for the plain SimSiam base).")
 
 
-#: Variant suffix: the synthesized query pass recomputed in backward (ObjectiveArguments.synth_recompute).
+#: Variant suffix: the decoder's and the synthesized queries' activations recomputed in backward
+#: (ObjectiveArguments.synth_recompute).
 RECOMPUTE = "+recompute"
 
 

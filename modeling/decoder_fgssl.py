@@ -57,6 +57,10 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
             saved with the former words `"vector"` / `"map"` load as `"pooled"` / `"feature_map"`.
     """
 
+    # diffusers' gradient checkpointing (`enable_gradient_checkpointing()`, as its VAE decoder): each up block's
+    # activations are recomputed in backward instead of kept, for one more decoder forward.
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(
         self,
@@ -98,6 +102,7 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
         self.norm_out = nn.GroupNorm(norm_num_groups, prev, eps=1e-6)
         self.act = nn.SiLU()
         self.conv_out = nn.Conv2d(prev, out_channels, kernel_size=3, padding=1)
+        self.gradient_checkpointing = False
 
     @property
     def image_size(self) -> int:
@@ -119,8 +124,14 @@ class FGSSLDecoder(ModelMixin, ConfigMixin):
             s0 = self.config.base_size
             x = self.proj_in(features).view(features.shape[0], -1, s0, s0)
         x = self.conv_in(x)
+        recompute = torch.is_grad_enabled() and self.gradient_checkpointing
         for block in self.up_blocks:
-            x = block(x)
+            x = self._gradient_checkpointing_func(block, x) if recompute else block(x)
+        if recompute:  # the output stage works at the largest side: its activations are the biggest
+            return self._gradient_checkpointing_func(self._output_stage, x)
+        return self._output_stage(x)
+
+    def _output_stage(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.act(self.norm_out(x)))
 
     @classmethod

@@ -202,12 +202,19 @@ def test_gradient_routing_of_the_synthesized_pair_and_reconstruction(tmp_path, d
     assert not torch.allclose(enc_r1, enc_c)
 
 
-def test_recomputing_the_synthesized_query_pass_gives_the_same_gradients(tmp_path):
+def test_recomputing_the_decoder_and_synthesized_query_passes_gives_the_same_gradients(tmp_path, monkeypatch):
     # Activation checkpointing trades memory for one more forward; the gradients must not change.
     enc, dec = _one_step_gradients(tmp_path / "keep", alpha=1.0, nu=1.0)
+    recomputed = []  # what ran under checkpointing: the decoder's blocks (diffusers') and the synthesized queries
+    checkpoint = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint",
+                        lambda fn, *a, **k: (recomputed.append(getattr(fn, "__self__", fn)), checkpoint(fn, *a, **k))[1])
+    monkeypatch.setattr("fgssl.training.bases.checkpoint", torch.utils.checkpoint.checkpoint)
     enc_re, dec_re = _one_step_gradients(tmp_path / "recompute", alpha=1.0, nu=1.0, synth_recompute=True)
     torch.testing.assert_close(enc_re, enc)
     torch.testing.assert_close(dec_re, dec)
+    names = [type(fn).__name__ for fn in recomputed]
+    assert "UpDecoderBlock2D" in names and "function" in names, names
 
 
 @pytest.mark.parametrize("recon_target", ["view", "geometric"])

@@ -87,8 +87,9 @@ class ObjectiveArguments:
     synth_fraction: float = field(default=1.0, metadata={"help": "Fraction of the batch that is synthesized."})
     synth_recompute: bool = field(
         default=False,
-        metadata={"help": "Recompute the synthesized query pass in backward (activation checkpointing): less peak "
-                          "memory for one more encoder forward of the synthesized images (GPU recipes)."},
+        metadata={"help": "Recompute in backward, instead of keeping, the activations of the method's two extra "
+                          "passes: the decoder's for L_R (diffusers' gradient checkpointing of D) and the synthesized "
+                          "queries' for L_Cp. Less peak memory for one more forward of each (GPU recipes)."},
     )
     channels_last: bool = field(
         default=False,
@@ -231,6 +232,8 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
             for encoder in (model.fgssl, model.momentum_encoder):
                 if encoder is not None:
                     encoder.to(memory_format=torch.channels_last)
+        if oa.synth_recompute and model.decoder is not None:  # D's activations recomputed in backward (diffusers)
+            model.decoder.enable_gradient_checkpointing()
         if self.base_objective.heads_have_batch_norm and self.accelerator.num_processes > 1:
             synchronise_head_batch_norm(model, self.objective_args.sync_bn, on_gpu=self.args.device.type != "cpu")
         # The views are normalised as the saved image processor normalises (the starting checkpoint's statistics
@@ -254,8 +257,16 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     # ------------------------------------------------------------------------------------------------------------
     # One training step (docs/method.md), read top to bottom.
     # ------------------------------------------------------------------------------------------------------------
+    def unwrapped(self, model: nn.Module | None = None) -> nn.Module:
+        """The `FGSSLForPreTraining` under `model` (default: the Trainer's): the model itself unless a wrapper (DDP,
+        torch.compile) holds it. Twice a step: accelerate's `unwrap_model` walks every module each call (~1 ms on a
+        small CPU model), so it runs only when there is something to unwrap. By class name: a model loaded as Hub
+        remote code is another class object of the same name."""
+        model = self.model if model is None else model
+        return model if type(model).__name__ == "FGSSLForPreTraining" else self.accelerator.unwrap_model(model)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        core = self.accelerator.unwrap_model(model)
+        core = self.unwrapped(model)
         step = self.training_objective.loss(model, core, self.views(inputs["pixel_values"], inputs.get("valid_hw")),
                                             self.state.global_step,
                                             want_pictures=self._picture_step())
@@ -320,7 +331,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     def momentum_and_queue_step(self):
         """The base objective's bookkeeping once per optimiser step: MoCo's momentum update and enqueue (SimSiam:
         nothing)."""
-        self.training_objective.after_optimizer_step(self.accelerator.unwrap_model(self.model))
+        self.training_objective.after_optimizer_step(self.unwrapped())
 
     # ------------------------------------------------------------------------------------------------------------
     # Logging of every loss term, pictures
