@@ -27,8 +27,10 @@ VARIANTS = {
 }
 
 
-def losses_of_two_steps(variant: str, tmp_path) -> list[dict[str, float]]:
-    """[{"loss": ..., term: ...}] of two optimiser steps (compute_loss, backward, AdamW, the per-step hook)."""
+def losses_of_two_steps(variant: str, tmp_path, through_training_step: bool = False) -> list[dict[str, float]]:
+    """[{"loss": ..., term: ...}] of two optimiser steps (compute_loss, backward, AdamW, the per-step hook);
+    `through_training_step`: the forward and backward as the Trainer's loop runs them (`training_step`: in one
+    process, the synthesized-pair loss back-propagated after the rest)."""
     base, method, extra = VARIANTS[variant]
     torch.manual_seed(0)
     model = FGSSLForPreTraining(tiny_fgssl_config("vit", base=base, **method_config_kwargs(method), **extra))
@@ -46,8 +48,12 @@ def losses_of_two_steps(variant: str, tmp_path) -> list[dict[str, float]]:
     steps = []
     for _ in range(2):
         trainer.term_sums.clear()
-        loss = trainer.compute_loss(trainer.model, batch)
-        loss.backward()
+        if through_training_step:
+            trainer.current_gradient_accumulation_steps = 1
+            loss = trainer.training_step(trainer.model, batch)
+        else:
+            loss = trainer.compute_loss(trainer.model, batch)
+            loss.backward()
         trainer.optimizer.step()
         trainer.model.zero_grad()
         trainer.state.global_step += 1
@@ -102,6 +108,28 @@ PINNED = {
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_the_losses_of_one_step_are_those_of_before(variant, tmp_path):
     steps = losses_of_two_steps(variant, tmp_path)
+    _assert_pinned(variant, steps)
+
+
+@pytest.mark.parametrize("variant", ["fgssl", "simsiam-fgssl"])
+def test_the_deferred_synthesized_pair_gives_the_same_steps(variant, tmp_path, monkeypatch):
+    # training_step back-propagates L_Cp after the rest of the step (one process): the same losses, terms and,
+    # through AdamW, the same second step; and L_Cp's forward runs only once the rest's backward is done.
+    from fgssl.training.methods import SynthesizedPairs
+
+    seen = []
+    pair_loss = SynthesizedPairs.pair_loss
+
+    def recording(self, base, core, perturbed, original):
+        seen.append(all(p.grad is not None for p in core.decoder.parameters()))  # L_R's gradients already there
+        return pair_loss(self, base, core, perturbed, original)
+
+    monkeypatch.setattr(SynthesizedPairs, "pair_loss", recording)
+    _assert_pinned(variant, losses_of_two_steps(variant, tmp_path, through_training_step=True))
+    assert seen == [True, True]
+
+
+def _assert_pinned(variant, steps):
     pinned = PINNED[variant]
     assert [set(s) for s in steps] == [set(p) for p in pinned]
     for got, want in zip(steps, pinned):

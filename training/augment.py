@@ -43,7 +43,7 @@ LUMA = (0.299, 0.587, 0.114)
 
 def _to_float01(x: torch.Tensor) -> torch.Tensor:
     """uint8 0..255 -> float 0..1; a float tensor is taken to be in [0, 1] already."""
-    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()  # .float() of uint8 is a new tensor
 
 
 def _channel_stats(x: torch.Tensor, mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -493,7 +493,8 @@ class TwoViewAugment(torch.nn.Module):
         images taken in turn). Returns the normalised views and the first `geometric_views` of them before the
         photometric steps (normalised too). `supersample`: see `crop_flip_resize`."""
         if supersample == 1:
-            views = crop_flip_resize(x.repeat(repeats, 1, 1, 1), params.boxes, params.flip, self.image_size)
+            views = crop_flip_resize(x if repeats == 1 else x.repeat(repeats, 1, 1, 1), params.boxes, params.flip,
+                                     self.image_size)
         else:  # a cache with room: its boxes are large, each view's share sampled from them without a repeated copy
             b = x.shape[0]
             views = torch.cat([crop_flip_resize(x, params.boxes[i * b : (i + 1) * b], params.flip[i * b : (i + 1) * b],
@@ -515,8 +516,11 @@ class TwoViewAugment(torch.nn.Module):
             valid_hw = valid_hw.to(x_uint8.device).repeat(2, 1)
             supersample = max(1, math.ceil(max(height, width) / self.image_size))
         params = self.sample_params(2 * b, height, width, device=x_uint8.device, valid_hw=valid_hw)
-        # uint8 -> float once for both views
-        views, geometric = self.render(_to_float01(x_uint8), params, repeats=2,
+        if supersample == 1:  # both views' copies of the batch made in uint8, converted to float in one pass
+            images, repeats = _to_float01(x_uint8.repeat(2, 1, 1, 1)), 1
+        else:  # a cache with room samples each view's crops from the one float copy
+            images, repeats = _to_float01(x_uint8), 2
+        views, geometric = self.render(images, params, repeats=repeats,
                                        geometric_views=b if return_geometric else 0, supersample=supersample)
         v1, v2 = views[:b], views[b:]
         return (v1, v2, geometric) if return_geometric else (v1, v2)

@@ -202,9 +202,12 @@ class SafeCheckpointMixin:
         return super().train(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        return self.refuse_non_finite_loss(super().training_step(model, inputs, num_items_in_batch))
+
+    def refuse_non_finite_loss(self, loss):
+        """`loss`, or NonFiniteError when it is nan or infinite (the run stops before the optimiser step)."""
         import torch
 
-        loss = super().training_step(model, inputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
             raise NonFiniteError(
                 f"step {self.state.global_step + 1}: the loss is {float(loss)}; the run stops here (the last "

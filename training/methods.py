@@ -16,6 +16,7 @@ its `loss`. Shapes: B batch, C feature size, H x W feature map, S decoded image 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -36,14 +37,25 @@ class Views(NamedTuple):
     recon_target: Tensor
 
 
+class DeferredLoss(NamedTuple):
+    """A term of the step's loss left out of `StepLoss.loss`, to be computed and back-propagated after it: `weight`
+    times `compute()`. Its graph shares nothing with the rest of the step's (its inputs are detached), so the two
+    backward passes give the same gradients as one, and the activations of the two graphs are never held together."""
+
+    weight: float
+    compute: Callable[[], Tensor]
+
+
 class StepLoss(NamedTuple):
     """One training step's total `loss`, the forward's `output`, the detached `terms` to log, and the images of a
-    picture sheet when asked for (`input`, `target`, `reconstruction`, `perturbed`, `gradcam`; or None)."""
+    picture sheet when asked for (`input`, `target`, `reconstruction`, `perturbed`, `gradcam`; or None). When the
+    step was asked to defer the synthesized-pair loss, `loss` lacks it and `deferred` holds it (else None)."""
 
     loss: Tensor
     output: object
     terms: dict
     pictures: dict | None
+    deferred: DeferredLoss | None = None
 
 
 def scale_grad(x: Tensor, weight: float) -> Tensor:
@@ -117,13 +129,13 @@ class BaseAlone:
         """No synthesized-pair loss, no schedule."""
         return None
 
-    def loss(self, base, core, ssl: SSLLoss, views: Views, step: int, want_pictures: bool):
-        """(L_C, no terms, the sheet's images when `want_pictures`)."""
+    def loss(self, base, core, ssl: SSLLoss, views: Views, step: int, want_pictures: bool, defer_pair: bool = False):
+        """(L_C, no terms, the sheet's images when `want_pictures`, nothing deferred)."""
         pictures = None
         if want_pictures:
             cam = base.gradcam_inputs(core, ssl.output, ssl.loss)
             pictures = {"input": views.v1, "gradcam": obj.gradcam_map(cam.loss, cam.feature_map)}
-        return ssl.loss, {}, pictures
+        return ssl.loss, {}, pictures, None
 
 
 class LCRScreening(BaseAlone):
@@ -145,10 +157,10 @@ class LCRScreening(BaseAlone):
         cam = obj.gradcam_map(cam_inputs.loss, cam_inputs.feature_map)
         return obj.lcr_loss(ssl.output.screening_logits, cam), cam
 
-    def loss(self, base, core, ssl: SSLLoss, views: Views, step: int, want_pictures: bool):
+    def loss(self, base, core, ssl: SSLLoss, views: Views, step: int, want_pictures: bool, defer_pair: bool = False):
         loss_lcr, cam = self.screening_loss(base, core, ssl)
         pictures = {"input": views.v1, "gradcam": cam} if want_pictures else None
-        return ssl.loss + self.weight * loss_lcr, {"loss_lcr": loss_lcr.detach()}, pictures
+        return ssl.loss + self.weight * loss_lcr, {"loss_lcr": loss_lcr.detach()}, pictures, None
 
 
 class SynthesizedPairs(BaseAlone):
@@ -197,8 +209,9 @@ class SynthesizedPairs(BaseAlone):
                                           to_input_size(original, self.image_size),
                                           recompute=self.args.synth_recompute)
 
-    def loss(self, base, core, ssl: SSLLoss, views: Views, step: int, want_pictures: bool):
-        """(L = L_C + alpha L_R + nu(step) L_Cp, its terms, the sheet's images when `want_pictures`)."""
+    def loss(self, base, core, ssl: SSLLoss, views: Views, step: int, want_pictures: bool, defer_pair: bool = False):
+        """(L = L_C + alpha L_R + nu(step) L_Cp, its terms, the sheet's images when `want_pictures`, None); with
+        `defer_pair`, (L_C + alpha L_R, ..., nu(step) L_Cp as a `DeferredLoss`) when L_Cp is on this step."""
         oa = self.args
         out = ssl.output
         h = out.pooler_output
@@ -211,11 +224,13 @@ class SynthesizedPairs(BaseAlone):
         # 7. Synthesized-pair loss on (a fraction of) the batch, once the decoder has warmed up.
         weight = obj.synth_loss_weight(step, oa.nu, oa.synth_warmup_steps, oa.synth_ramp_steps)
         terms = {"loss_recon": loss_recon.detach(), "synth_weight": weight}
-        pictures = None
+        pictures, deferred = None, None
         if weight > 0 or want_pictures:
             idx = obj.synth_subset(h.shape[0], oa.synth_fraction, minimum=base.min_pair_batch).to(h.device)
             x_hat, x_hat_perturbed = self.synthesized_images(core, recon, perturbation, idx)
-            if weight > 0:
+            if weight > 0 and defer_pair:  # the synthesized images are inputs: L_Cp's graph is a separate one
+                deferred = DeferredLoss(weight, lambda: self.pair_loss(base, core, x_hat_perturbed, x_hat))
+            elif weight > 0:
                 loss_synth = self.pair_loss(base, core, x_hat_perturbed, x_hat)
                 # 8. Total.
                 loss = loss + weight * loss_synth
@@ -225,7 +240,7 @@ class SynthesizedPairs(BaseAlone):
                             "target": views.recon_target[idx] if views.recon_target is not views.v1 else None,
                             "gradcam": obj.gradcam_map(cam.loss, cam.feature_map)[idx]}
         terms.update(mask_terms(perturbation, core.variance_tracker))
-        return loss, terms, pictures
+        return loss, terms, pictures, deferred
 
 
 #: `ObjectiveArguments.method` -> what it adds to the base objective.
@@ -253,13 +268,16 @@ class TrainingObjective:
         self.base = base
         self.addition = addition
 
-    def loss(self, model, core, views: Views, step: int, want_pictures: bool = False) -> StepLoss:
+    def loss(self, model, core, views: Views, step: int, want_pictures: bool = False,
+             defer_pair: bool = False) -> StepLoss:
         """The loss of one (micro-)batch at optimiser step `step`. `model` is the (possibly DDP-wrapped) model, `core`
-        the same model unwrapped; `want_pictures`: also return the images of a picture sheet."""
+        the same model unwrapped; `want_pictures`: also return the images of a picture sheet; `defer_pair`: leave
+        the synthesized-pair loss out of `loss` and return it as `deferred` (`FGSSLTrainer.training_step`)."""
         # 1. SSL loss of the base objective; the online pass goes through `model` so that gradients synchronise.
         ssl = self.base.ssl_loss(model, core, views.v1, views.v2)
-        loss, terms, pictures = self.addition.loss(self.base, core, ssl, views, step, want_pictures)
-        return StepLoss(loss, ssl.output, {**ssl.terms, **terms}, pictures)
+        loss, terms, pictures, deferred = self.addition.loss(self.base, core, ssl, views, step, want_pictures,
+                                                             defer_pair)
+        return StepLoss(loss, ssl.output, {**ssl.terms, **terms}, pictures, deferred)
 
     def after_optimizer_step(self, core) -> None:
         """Once per optimiser step: the base's bookkeeping (MoCo: momentum update and enqueue)."""
@@ -277,6 +295,6 @@ def build_objective(objective_args, model, accelerator=None, image_size: int | N
     return TrainingObjective(build_base_objective(objective_args, model, accelerator), addition)
 
 
-__all__ = ["BaseAlone", "LCRScreening", "METHOD_ADDITIONS", "StepLoss", "SynthesizedPairs", "TrainingObjective",
+__all__ = ["BaseAlone", "DeferredLoss", "LCRScreening", "METHOD_ADDITIONS", "StepLoss", "SynthesizedPairs", "TrainingObjective",
            "Views", "build_objective", "check_model_for_method", "decodes_feature_map", "mask_terms",
            "perturbation_step", "scale_grad", "to_input_size"]

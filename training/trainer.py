@@ -227,6 +227,8 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         # The base objective and the method's additions: the one place the base and the method are switched on.
         self.training_objective = build_objective(oa, model, self.accelerator, size)
+        # training_step asks compute_loss to defer L_Cp (one process); compute_loss hands it back here.
+        self._defer_pair_loss, self._deferred_loss = False, None
         self.channels_last = oa.channels_last and config.backbone_config.model_type in CONVOLUTIONAL_BACKBONES
         if self.channels_last:
             for encoder in (model.fgssl, model.momentum_encoder):
@@ -268,12 +270,36 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         core = self.unwrapped(model)
         step = self.training_objective.loss(model, core, self.views(inputs["pixel_values"], inputs.get("valid_hw")),
-                                            self.state.global_step,
-                                            want_pictures=self._picture_step())
+                                            self.state.global_step, want_pictures=self._picture_step(),
+                                            defer_pair=self._defer_pair_loss)
         if step.pictures is not None:
             self.keep_pictures(step.pictures)
         self._accumulate_terms(step.terms)
+        self._deferred_loss = step.deferred
         return (step.loss, step.output) if return_outputs else step.loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step (forward, backward of the loss), then, in one process, the synthesized-pair loss L_Cp
+        forward and backward on its own: its graph shares nothing with the rest of the step's (the synthesized images
+        are inputs), so the gradients are those of one backward of the total, but the activations of the two passes
+        are never held together (the peak is the larger pass's, not their sum). Several processes keep one backward:
+        DDP synchronises the gradients once per backward. Returns the total loss (detached, scaled as the Trainer
+        scales it for gradient accumulation)."""
+        self._defer_pair_loss = self.accelerator.num_processes == 1
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            self._defer_pair_loss = False
+        deferred, self._deferred_loss = self._deferred_loss, None
+        if deferred is None:
+            return loss
+        with self.compute_loss_context_manager():
+            loss_synth = deferred.compute()
+        # Scaled as Trainer.training_step scales the rest (this Trainer's loss is never pre-scaled for accumulation).
+        pair = deferred.weight * loss_synth / self.current_gradient_accumulation_steps
+        self.accelerator.backward(pair)
+        self._accumulate_terms({"loss_synth": loss_synth.detach()}, new_batch=False)
+        return self.refuse_non_finite_loss(loss + pair.detach())
 
     def views(self, pixel_values: torch.Tensor, valid_hw: torch.Tensor | None = None) -> Views:
         """The two augmented views of a uint8 batch (B x 3 x H x W), on the training device, and the target of L_R
@@ -336,10 +362,11 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     # ------------------------------------------------------------------------------------------------------------
     # Logging of every loss term, pictures
     # ------------------------------------------------------------------------------------------------------------
-    def _accumulate_terms(self, terms):
+    def _accumulate_terms(self, terms, new_batch: bool = True):
+        """Add one micro-batch's `terms` to the sums logged as means; `new_batch=False`: more terms of the same one."""
         for name, value in terms.items():
             self.term_sums[name] += float(value)
-        self.term_count += 1
+        self.term_count += int(new_batch)
 
     def log(self, logs, *args, **kwargs):
         if self.term_count and "loss" in logs:
