@@ -6,7 +6,7 @@
 #   1b. the paper's backbone first: ResNet-50 at 224 px in bf16 with the recipe's model settings
 #      (configs/cub200_resnet50_mocov2_gpu.yaml; random init, same cost as microsoft/resnet-50): moco, fgssl f = 1.0
 #      and 0.25 with Shuffle BN's one-GPU emulation (4 groups, the recipe's), then moco and fgssl-1.0 without it;
-#   2. step cost of moco vs fgssl (f = 1.0, 0.25, and 1.0 with the synthesized query pass recomputed in backward) and
+#   2. step cost of moco vs fgssl (f = 1.0, 0.25, and 1.0 with the decoder and synthesized queries recomputed) and
 #      of simsiam, simsiam-fgssl-1.0, for ViT-S/16 and ConvNeXt-T at 224 px in bf16, with the GPU recipes' model
 #      settings (configs/cub200_*_gpu.yaml; the decoder decodes the final feature map, FGSSLConfig's default):
 #      ms/step, images/s, peak GPU memory, MFU, and the moco step against its floor (the backbone's forward +
