@@ -183,3 +183,16 @@ def test_common_helpers_keep_machine_paths_out_of_results(tmp_path):
     assert path.read_text() == '{\n  "b": 1\n}\n'
     code, seconds = common.run_logged([sys.executable, "-c", "print('hi')"], tmp_path / "log.txt", echo=True)
     assert code == 0 and seconds >= 0 and (tmp_path / "log.txt").read_text().endswith("hi\n")
+
+
+def test_every_benchmark_shell_script_parses_and_names_what_it_runs():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted((root / "benchmarks").glob("*.sh"))
+    assert {"gpu_check.sh", "step_floor_cpu.sh", "vit_memory_cpu.sh"} <= {s.name for s in scripts}
+    readme = (root / "benchmarks" / "README.md").read_text()
+    for script in scripts:
+        subprocess.run(["bash", "-n", str(script)], check=True)  # a syntax error fails here, not hours into a run
+        assert f"`{script.name}`" in readme, f"benchmarks/README.md does not list {script.name}"
