@@ -332,3 +332,15 @@ def test_crop_grid_is_affine_grid_of_the_box():
         expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         expected = F.avg_pool2d(expected, supersample) if supersample > 1 else expected
         assert torch.allclose(crop_flip_resize(x, boxes, flip, size, supersample), expected, atol=1e-5)
+
+
+def test_views_are_float32_under_an_outer_autocast():
+    # The trainer computes the views inside its bf16 autocast; the augmentation's matrix products stay in float32.
+    x = _batch(b=6, s=32)
+    aug = TwoViewAugment(32)
+    torch.manual_seed(3)
+    plain = aug(x)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = aug(x)
+    assert all(v.dtype == torch.float32 and torch.equal(v, w) for v, w in zip(under, plain))

@@ -379,7 +379,7 @@ def blur_selected(x: torch.Tensor, selected: torch.Tensor, sigma: torch.Tensor, 
         s = sigma[idx].to(x.dtype)
         across = gaussian_blur_matrices(s, w, kernel_size)
         down = across if h == w else gaussian_blur_matrices(s, h, kernel_size)
-        chosen = torch.bmm(chosen.view(n, c * h, w), across.transpose(1, 2).contiguous()).view(n, c, h, w)  # along W
+        chosen = torch.bmm(chosen.reshape(n, c * h, w), across.transpose(1, 2).contiguous()).view(n, c, h, w)  # along W
         x[idx] = torch.matmul(down.unsqueeze(1), chosen)  # along H
     return x
 
@@ -510,6 +510,12 @@ class TwoViewAugment(torch.nn.Module):
         return views, geometric
 
     def forward(self, x_uint8: torch.Tensor, return_geometric: bool = False, valid_hw: torch.Tensor | None = None):
+        # In float32 whatever autocast is on around it (the trainer's bf16 step): its matrix products would
+        # otherwise round the views to bf16 before the encoder sees them.
+        with torch.autocast(x_uint8.device.type, enabled=False):
+            return self._views(x_uint8, return_geometric, valid_hw)
+
+    def _views(self, x_uint8: torch.Tensor, return_geometric: bool, valid_hw: torch.Tensor | None):
         b, _, height, width = x_uint8.shape
         supersample = 1
         if valid_hw is not None:  # a cache with room: crops of each image's region, antialiased by supersampling
