@@ -7,7 +7,8 @@
 #    (training/host_memory.py) and with glibc's defaults (FGSSL_KEEP_FREED_MEMORY=0), RUNS times each (separate
 #    processes: the ratio moves by about +-0.01 between runs), under step_floor/run<i>/; step_floor/floor_runs.md
 #    gathers the ratios;
-# 2. the same step compiled (torch.compile, inductor), once;
+# 2. the views' blur against kornia's (benchmarks/step_pieces.py); the same step
+#    compiled (torch.compile, inductor), once;
 # 3. benchmarks/peer_step.py: fgssl-pretrain --method plain against the plain PyTorch MoCo v2 loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ for (tag, allocator), values in sorted(rows.items()):
 print("\n".join(lines))
 PY
 [[ "${FLOOR_ONLY:-0}" == 1 ]] && exit 0  # FLOOR_ONLY=1: stage 1 alone
+$PYTHON benchmarks/step_pieces.py --out "$OUT"
 $PYTHON benchmarks/step_cost.py --backbone resnet-tiny-cpu --compile "${FLOOR[@]}" --out "$OUT"
 $PYTHON benchmarks/peer_step.py --out "$PEER"
 $PYTHON benchmarks/peer_step.py --backbone resnet-s16-cpu --channels_last --queue_size 1024 --out "$PEER"

@@ -1,12 +1,13 @@
 """training.host_memory: freed host memory stays in the process for the next step (glibc), and the user can say no."""
 
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt: Linux with glibc only")
 
 # A 256 MiB tensor allocated, touched and freed: with glibc's defaults its pages go back to the OS (an mmap of its
 # own), with the thresholds raised they stay in the process for the next allocation.

@@ -354,8 +354,9 @@ def gaussian_blur_matrices(sigma: torch.Tensor, size: int, kernel_size: int) -> 
     "reflect" border). Blurring an axis of image j is then one product with matrix j.
 
     Why matrices and not kornia's `gaussian_blur2d`: a per-image sigma makes kornia run a grouped convolution
-    with one group per image channel, which oneDNN runs slowly on the CPU (7.9 ms against 2.3 ms for 128 views at
-    64 px, 2 cores); the matrix product is the same sum (tests/test_augment.py checks it against kornia).
+    with one group per image channel, which oneDNN runs slowly on the CPU (0.58 x its time for 128 views at 64 px,
+    2 cores: benchmarks/step_pieces.py); the matrix product is the same sum (tests/test_augment.py checks it
+    against kornia).
     """
     half = kernel_size // 2
     taps = torch.arange(-half, half + 1, device=sigma.device)

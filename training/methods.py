@@ -295,6 +295,6 @@ def build_objective(objective_args, model, accelerator=None, image_size: int | N
     return TrainingObjective(build_base_objective(objective_args, model, accelerator), addition)
 
 
-__all__ = ["BaseAlone", "DeferredLoss", "LCRScreening", "METHOD_ADDITIONS", "StepLoss", "SynthesizedPairs", "TrainingObjective",
-           "Views", "build_objective", "check_model_for_method", "decodes_feature_map", "mask_terms",
+__all__ = ["BaseAlone", "DeferredLoss", "LCRScreening", "METHOD_ADDITIONS", "StepLoss", "SynthesizedPairs",
+           "TrainingObjective", "Views", "build_objective", "check_model_for_method", "decodes_feature_map", "mask_terms",
            "perturbation_step", "scale_grad", "to_input_size"]

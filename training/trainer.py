@@ -259,16 +259,8 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     # ------------------------------------------------------------------------------------------------------------
     # One training step (docs/method.md), read top to bottom.
     # ------------------------------------------------------------------------------------------------------------
-    def unwrapped(self, model: nn.Module | None = None) -> nn.Module:
-        """The `FGSSLForPreTraining` under `model` (default: the Trainer's): the model itself unless a wrapper (DDP,
-        torch.compile) holds it. Twice a step: accelerate's `unwrap_model` walks every module each call (~1 ms on a
-        small CPU model), so it runs only when there is something to unwrap. By class name: a model loaded as Hub
-        remote code is another class object of the same name."""
-        model = self.model if model is None else model
-        return model if type(model).__name__ == "FGSSLForPreTraining" else self.accelerator.unwrap_model(model)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        core = self.unwrapped(model)
+        core = self.accelerator.unwrap_model(model)
         step = self.training_objective.loss(model, core, self.views(inputs["pixel_values"], inputs.get("valid_hw")),
                                             self.state.global_step, want_pictures=self._picture_step(),
                                             defer_pair=self._defer_pair_loss)
@@ -357,7 +349,7 @@ class FGSSLTrainer(SafeCheckpointMixin, SafeSaveMixin, Trainer):
     def momentum_and_queue_step(self):
         """The base objective's bookkeeping once per optimiser step: MoCo's momentum update and enqueue (SimSiam:
         nothing)."""
-        self.training_objective.after_optimizer_step(self.unwrapped())
+        self.training_objective.after_optimizer_step(self.accelerator.unwrap_model(self.model))
 
     # ------------------------------------------------------------------------------------------------------------
     # Logging of every loss term, pictures
