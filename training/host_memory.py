@@ -6,8 +6,9 @@ trim threshold lies free, so on the CPU each step hands megabytes back to the OS
 PyTorch performance tuning guide (https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html, "Switch Memory
 allocator") advises a caching allocator (jemalloc, TCMalloc) for this reason; raising the two thresholds with
 `mallopt` gets the same reuse from glibc itself, with no preload. Measured on 2 CPU cores (resnet-tiny-cpu, 64 px,
-batch 64, 3 runs each: benchmarks/results/step_floor/floor_runs.md): a moco step 132.0 -> 115.2 ms. The cost: the
-process keeps up to its peak of freed memory instead of returning it.
+batch 64, and the cub100_init recipe; 3 runs each: benchmarks/results/step_floor/floor_runs.md): a moco step
+105.1 -> 101.1 ms and 118.5 -> 98.3 ms. The cost: the process keeps up to its peak of freed memory instead of
+returning it.
 
 The console scripts apply it at start (`training.cli.console_entry`); the benchmarks that time a step call it as
 well. `FGSSL_KEEP_FREED_MEMORY=0` turns it off, and a `MALLOC_TRIM_THRESHOLD_` / `MALLOC_MMAP_THRESHOLD_` already in
